@@ -5,11 +5,12 @@ dataset's *native* ids (0..n_classes-1 in the order of `class_names`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, Sequence, Union
 
 import numpy as np
 
+from dmc.data.world_config import WorldConfig
 from dmc.registry import Registry
 
 
@@ -36,6 +37,7 @@ class DataConfig:
     split_seed: int = 0  # ImageNet-R: seed of the per-class 80/20 split when no split file is given
     skip_corrupt: bool = False  # skip unreadable images (reported) instead of stopping
     num_workers: int = 0  # DataLoader workers
+    world: WorldConfig = field(default_factory=WorldConfig)  # the offline glyph world (benchmark `glyphs`)
 
 
 class Source(Protocol):
