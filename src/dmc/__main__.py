@@ -1,0 +1,5 @@
+import sys
+
+from dmc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,160 @@
+"""Command line: parse, build the config, call the library. Nothing else lives here."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from dmc.errors import UserError
+
+log = logging.getLogger("dmc")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dmc", description="CLIP-based class-incremental learning: DMC, DMC-OT and baselines.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a class-incremental experiment (default: DMC-OT on the offline glyph world)")
+    r.add_argument("--benchmark", help="benchmark name (dmc list)")
+    r.add_argument("--method", help="method name (dmc list)")
+    r.add_argument("--backbone", help="tiny, toy, or an open_clip model name")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--out", type=Path, help="run directory (default runs/<time>-<benchmark>-<method>)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set vision.lr=1e-4 (repeatable)")
+    r.add_argument("--smoke", action="store_true", help="tiny version: 3 tasks, 1 epoch per stage, few images")
+    r.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an unfinished run")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    pl = sub.add_parser("plan", help="print the class order and each task's classes (no images loaded)")
+    pl.add_argument("benchmark")
+    pl.add_argument("--seed", type=int)
+    pl.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    pl.add_argument("--json", action="store_true")
+    sub.add_parser("list", help="list benchmarks, methods and backbones")
+    c = sub.add_parser("compare", help="Markdown table of Avg/Last/forgetting and a plot of A_t curves")
+    c.add_argument("runs", nargs="+", type=Path)
+    c.add_argument("--plot", type=Path, default=Path("compare.png"))
+    w = sub.add_parser("world", help="the offline glyph world")
+    w.add_argument("--sheet", type=Path, required=True, help="write a contact sheet PNG of both domains")
+    t = sub.add_parser("pretrain-toy", help="build (or rebuild) the cached toy CLIP and print its zero-shot accuracy")
+    t.add_argument("--force", action="store_true", help="rebuild even if cached")
+    b = sub.add_parser("bench-ot", help="time OT calibration (100 old classes x 256 samples vs 5000 features)")
+    b.add_argument("--dim", type=int, default=512)
+    b.add_argument("--device", default="cpu")
+    return p
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dmc import config
+    from dmc.engine.loop import run
+
+    if args.resume is not None:
+        path = run(None, resume=args.resume, rt=_rt_quiet(args))
+    else:
+        overrides = {}
+        if args.backbone:
+            overrides["model.backbone"] = args.backbone
+        if args.seed is not None:
+            overrides["seed"] = args.seed
+        cfg = config.resolve(args.benchmark, args.method, overrides, args.sets, smoke=args.smoke)
+        path = run(cfg, out=args.out, rt=_rt_quiet(args, cfg))
+    summary = json.loads((path / "summary.json").read_text())
+    print(f"{summary['method']} on {summary['benchmark']}: Avg {summary['avg']:.2f}  Last {summary['last']:.2f}  "
+          f"forgetting {summary['forgetting']:.2f}  ({summary['wall_time_s']:.0f} s)  -> {path}")
+    return 0
+
+
+def _rt_quiet(args: argparse.Namespace, cfg=None):
+    if not args.quiet:
+        return None
+    from dmc.engine.runtime import make_runtime
+
+    if cfg is None:
+        from dmc import config
+
+        cfg = config.load(args.resume / "config.yaml")
+    return make_runtime(cfg.model.device, cfg.model.precision, progress=False, num_workers=cfg.data.num_workers)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from dmc import config
+    from dmc.data.benchmark import make_benchmark
+
+    overrides = {"seed": args.seed} if args.seed is not None else {}
+    cfg = config.resolve(args.benchmark, None, overrides, args.sets)
+    plan = make_benchmark(cfg, cfg.seed).plan()
+    if args.json:
+        print(json.dumps(plan))
+        return 0
+    print(f"{cfg.benchmark.name}: {len(plan['class_order'])} classes, {len(plan['tasks'])} tasks, seed {cfg.seed}")
+    print("class order:", " ".join(map(str, plan["class_order"])))
+    for i, names in enumerate(plan["tasks"]):
+        print(f"task {i + 1}: {', '.join(names)}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import dmc.data.sources  # noqa: F401
+    from dmc.data.sources.base import SOURCES
+    from dmc.methods import METHODS
+    from dmc.models.clip import BACKBONES
+
+    print("benchmarks:", ", ".join(SOURCES.names()))
+    print("methods:   ", ", ".join(METHODS.names()))
+    print("backbones: ", ", ".join(BACKBONES.names()), "(or any open_clip model name)")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dmc.report import compare_table, plot_compare
+
+    print(compare_table(args.runs))
+    plot_compare(args.runs, args.plot)
+    print(f"\nA_t curves: {args.plot}")
+    return 0
+
+
+def cmd_world(args: argparse.Namespace) -> int:
+    from dmc.data.glyphs import write_sheet
+    from dmc.data.world_config import WorldConfig
+
+    write_sheet(args.sheet, WorldConfig())
+    print(f"contact sheet: {args.sheet}")
+    return 0
+
+
+def cmd_pretrain_toy(args: argparse.Namespace) -> int:
+    from dmc.models import toy
+
+    model = toy.get_toy(rebuild=args.force)
+    print(f"toy CLIP ready: {toy.toy_cache_path(toy.PretrainConfig())} ({sum(p.numel() for p in model.parameters())} parameters)")
+    return 0
+
+
+def cmd_bench_ot(args: argparse.Namespace) -> int:
+    from dmc.calibration import bench_ot
+
+    print(json.dumps(bench_ot(dim=args.dim, device=args.device), indent=1))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare, "world": cmd_world,
+            "pretrain-toy": cmd_pretrain_toy, "bench-ot": cmd_bench_ot}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="dmc: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"dmc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dmc: interrupted (an unfinished run can be continued with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""A benchmark = source (images + class names + template) + class order + task split.
+
+Labels inside the engine are positions in the class order ("remapped labels", as in PyCIL): task k holds the
+contiguous label range of its classes.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from dmc.data.sources.base import SOURCES, Samples, Source
+from dmc.errors import UserError
+
+
+def pycil_order(n_classes: int, seed: int) -> list[int]:
+    """PyCIL / PROOF / mammoth order: `np.random.seed(seed); np.random.permutation(n)`."""
+    rng_state = np.random.get_state()
+    np.random.seed(seed)
+    order = np.random.permutation(n_classes).tolist()
+    np.random.set_state(rng_state)  # do not disturb the caller's global stream
+    return order
+
+
+def read_order(path: str, n_classes: int) -> list[int]:
+    """An explicit class order from a YAML/JSON list (or a mapping with key `class_order`)."""
+    try:
+        tree = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read class order file {path}: {exc}") from None
+    order = tree.get("class_order") if isinstance(tree, dict) else tree
+    if not isinstance(order, list) or sorted(order) != list(range(n_classes)):
+        raise UserError(f"class order file {path} must list each class id 0..{n_classes - 1} exactly once")
+    return [int(c) for c in order]
+
+
+def split_tasks(n_classes: int, base: int, increment: int) -> list[list[int]]:
+    """Task k -> remapped labels; B{base}-Inc{increment}, base 0 meaning base = increment."""
+    if increment <= 0 or base < 0:
+        raise UserError(f"bad split B{base}-Inc{increment}: increment must be > 0 and base >= 0")
+    first = base or increment
+    if first > n_classes:
+        raise UserError(f"bad split B{base}-Inc{increment}: the first task needs {first} of {n_classes} classes")
+    tasks = [list(range(first))]
+    for start in range(first, n_classes, increment):
+        tasks.append(list(range(start, min(start + increment, n_classes))))
+    return tasks
+
+
+@dataclass
+class Benchmark:
+    name: str
+    source: Source
+    class_names: list[str]  # by remapped label
+    class_order: list[int]  # native id of each remapped label
+    tasks: list[list[int]]  # remapped labels of each task
+
+    @property
+    def template(self) -> str:
+        return self.source.template
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def remap(self, native: np.ndarray) -> np.ndarray:
+        lut = np.empty(len(self.class_order), dtype=np.int64)
+        lut[np.asarray(self.class_order)] = np.arange(len(self.class_order))
+        return lut[np.asarray(native, dtype=np.int64)]
+
+    def plan(self) -> dict:
+        return {"class_order": self.class_order,
+                "tasks": [[self.class_names[c] for c in task] for task in self.tasks]}
+
+
+def make_benchmark(cfg, seed: int, single_task: bool = False) -> Benchmark:
+    """Build the benchmark of `cfg.benchmark` / `cfg.data` without loading any image."""
+    import dmc.data.sources  # noqa: F401  (registers the sources)
+
+    source = SOURCES.get(cfg.benchmark.name)
+    native_names = source.class_names(cfg.data)
+    n = len(native_names)
+    if cfg.benchmark.order_file:
+        order = read_order(cfg.benchmark.order_file, n)
+    else:
+        order_seed = cfg.benchmark.order_seed if cfg.benchmark.order_seed is not None else seed
+        order = pycil_order(n, order_seed)
+    base = source.default_base if cfg.benchmark.base is None else cfg.benchmark.base
+    inc = source.default_increment if cfg.benchmark.increment is None else cfg.benchmark.increment
+    tasks = [list(range(n))] if single_task else split_tasks(n, base, inc)
+    if cfg.benchmark.max_tasks:
+        tasks = tasks[: cfg.benchmark.max_tasks]
+    return Benchmark(cfg.benchmark.name, source, [native_names[c] for c in order], order, tasks)
+
+
+def limit_per_class(labels: np.ndarray, k: int | None) -> np.ndarray:
+    """Indices keeping the first k samples of each class (all when k is None)."""
+    if k is None:
+        return np.arange(len(labels))
+    keep, seen = [], {}
+    for i, y in enumerate(labels.tolist()):
+        if seen.get(y, 0) < k:
+            keep.append(i)
+            seen[y] = seen.get(y, 0) + 1
+    return np.asarray(keep, dtype=np.int64)
+
+
+def write_plan(bench: Benchmark, path: Path) -> None:
+    path.write_text(json.dumps(bench.plan(), indent=1))
+
+
+def subset(samples: Samples, idx: np.ndarray) -> Samples:
+    items = samples.items[idx] if isinstance(samples.items, np.ndarray) else [samples.items[i] for i in idx]
+    return Samples(items, samples.targets[idx])

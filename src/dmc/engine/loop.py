@@ -1,0 +1,146 @@
+"""The one class-incremental loop: for each task, the method's hooks train, then every seen class is tested."""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dmc import config as config_mod
+from dmc import metrics
+from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, write_plan
+from dmc.data.dataset import ImageDataset, select
+from dmc.engine.evaluate import predict, task_accuracies
+from dmc.engine.rundir import CONFIG, PLAN, PLOT, RunDir, default_out
+from dmc.engine.runtime import Runtime, derive_seed, make_runtime, seed_everything
+from dmc.methods import METHODS, Method, Task
+from dmc.models.clip import Backbone, build_backbone
+
+log = logging.getLogger(__name__)
+
+
+def load_datasets(cfg, bench: Benchmark, backbone: Backbone) -> dict[str, ImageDataset]:
+    """Train (training transform), train_plain (eval transform) and test datasets with remapped labels,
+    restricted to the benchmark's classes and to the per-class limits of smoke runs."""
+    classes = sorted({c for task in bench.tasks for c in task})
+    out = {}
+    for split, limit in (("train", cfg.benchmark.train_per_class), ("test", cfg.benchmark.test_per_class)):
+        samples = bench.source.load(cfg.data, split)
+        labels = bench.remap(samples.targets)
+        keep = np.nonzero(np.isin(labels, classes))[0]
+        keep = keep[limit_per_class(labels[keep], limit)]
+        samples, labels = subset(samples, keep), labels[keep]
+        if split == "train":
+            out["train"] = ImageDataset(samples, labels, backbone.preprocess_train)
+            out["train_plain"] = ImageDataset(samples, labels, backbone.preprocess)
+        else:
+            out["test"] = ImageDataset(samples, labels, backbone.preprocess)
+    return out
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("dmc", "torch", "torchvision", "open_clip_torch", "POT"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def prepare(cfg, out: Path | None, resume: Path | None, rt: Runtime | None = None):
+    """Resolve run dir, benchmark, backbone, data and method (no training)."""
+    if resume is not None:
+        rundir = RunDir.open_for_resume(resume)
+        cfg = config_mod.load(rundir.path / CONFIG)
+    method_cls = METHODS.get(cfg.method)
+    rt = rt or make_runtime(cfg.model.device, cfg.model.precision, num_workers=cfg.data.num_workers)
+    bench = make_benchmark(cfg, cfg.seed, single_task=method_cls.single_task)
+    if resume is None:
+        rundir = RunDir.create(out or default_out(cfg.benchmark.name, cfg.method)) if rt.is_main else None
+    seed_everything(derive_seed(cfg.seed, "backbone"))
+    backbone = build_backbone(cfg.model.backbone, cfg.model.pretrained)
+    data = load_datasets(cfg, bench, backbone)
+    if rundir is not None and resume is None:
+        config_mod.save(cfg, rundir.path / CONFIG)
+        write_plan(bench, rundir.path / PLAN)
+    seed_everything(derive_seed(cfg.seed, "method"))
+    method = method_cls(cfg, backbone, bench, rt)
+    return cfg, rt, bench, data, method, rundir
+
+
+def make_task(t: int, bench: Benchmark, data: dict[str, ImageDataset], seed: int) -> Task:
+    classes = bench.tasks[t]
+    seen = sorted({c for task in bench.tasks[: t + 1] for c in task})
+    gen = torch.Generator().manual_seed(derive_seed(seed, "generator", t))
+    return Task(t, classes, seen, select(data["train"], classes), select(data["train_plain"], classes), gen,
+                names=[bench.class_names[c] for c in classes],
+                reference=lambda cls: select(data["train_plain"], cls))
+
+
+def run(cfg, out: Path | None = None, resume: Path | None = None, rt: Runtime | None = None) -> Path:
+    """Run (or continue) a class-incremental experiment; returns the run directory."""
+    start_time = time.time()
+    cfg, rt, bench, data, method, rundir = prepare(cfg, out, resume, rt)
+    T = len(bench.tasks)
+    R = np.full((T, T), np.nan)
+    start = rundir.done_tasks() if (resume is not None and rundir is not None) else 0
+    records = rundir.truncate_records(start) if (resume is not None and rundir is not None) else []
+    for rec in records:
+        R[rec["task"], : rec["task"] + 1] = rec["acc_row"]
+    elapsed_before = sum(rec.get("time_s", {}).get("total", 0.0) for rec in records)
+    if start:
+        log.info("resuming %s after task %d of %d", rundir.path, start, T)
+    bar = tqdm(range(T), desc=f"{cfg.method} on {bench.name}", disable=not (rt.progress and rt.is_main))
+    for t in bar:
+        seed_everything(derive_seed(cfg.seed, "task", t))
+        task = make_task(t, bench, data, cfg.seed)
+        method.begin_task(task)
+        if t < start:
+            if t == start - 1:
+                method.load_state_dict(rundir.load_checkpoint(t))
+            continue
+        record = run_task(method, task, bench, data, R)
+        if rundir is not None:
+            rundir.append_record(record)
+            rundir.save_checkpoint(t, method.state_dict(), keep=cfg.checkpoint.keep)
+        bar.set_postfix(A=f"{record['A_t']:.1f}")
+    if rundir is not None:
+        finish(rundir, cfg, bench, R, time.time() - start_time + elapsed_before)
+    return rundir.path if rundir is not None else Path(".")
+
+
+def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, ImageDataset], R: np.ndarray) -> dict:
+    t = task.index
+    t0 = time.time()
+    info = method.train_task(task) or {}
+    t1 = time.time()
+    test = select(data["test"], task.seen)
+    preds = predict(method, test, task.seen, desc=f"task {t + 1} eval")
+    accs, counts = task_accuracies(preds, test.labels, bench.tasks[: t + 1])
+    R[t, : t + 1] = accs
+    a_t = metrics.incremental_accuracies(R[: t + 1, : t + 1], counts)[-1]
+    record = {"task": t, "classes_seen": len(task.seen), "A_t": a_t, "acc_row": accs, "counts": counts,
+              **metrics.old_new(R[: t + 1, : t + 1], counts, t)}
+    stage_times = info.pop("time_s", {})
+    record.update({k: v for k, v in info.items()})
+    record["time_s"] = {**stage_times, "train": t1 - t0, "eval": time.time() - t1, "total": time.time() - t0}
+    log.info("task %d/%d: A_t %.2f", t + 1, len(bench.tasks), a_t)
+    return record
+
+
+def finish(rundir: RunDir, cfg, bench: Benchmark, R: np.ndarray, wall: float) -> None:
+    from dmc.report import plot_run
+
+    counts = rundir.records()[-1]["counts"]
+    summ = metrics.summary(R, counts)
+    summary = {"method": cfg.method, "benchmark": cfg.benchmark.name, "backbone": cfg.model.backbone,
+               "seed": cfg.seed, "tasks": len(bench.tasks), **summ, "acc_matrix": metrics.nan_to_none(R),
+               "counts": counts, "wall_time_s": wall, "versions": versions()}
+    plot_run(summary, rundir.path / PLOT)
+    rundir.write_summary(summary)

@@ -1,0 +1,64 @@
+"""The one optimisation loop every stage of every method uses."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from dmc.engine.runtime import Runtime
+from dmc.errors import UserError
+
+
+def cosine_lr(step: int, total: int, warmup: int = 0) -> float:
+    """Multiplier of the base learning rate: linear warm-up, then cosine decay to 0."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def fit(
+    params: Sequence[torch.nn.Parameter],
+    batches: Callable[[int], Iterable],
+    loss_fn: Callable[[object], torch.Tensor],
+    epochs: int,
+    lr: float,
+    rt: Runtime,
+    weight_decay: float = 0.0,
+    desc: str = "train",
+    hint: str = "lower the learning rate",
+) -> list[float]:
+    """Minimise `loss_fn` over `batches(epoch)` for `epochs` epochs with AdamW and a cosine schedule.
+
+    `batches(epoch)` returns a sized iterable (a DataLoader or a list). Returns the mean loss of each epoch.
+    A non-finite loss stops the run with a one-line error (`hint` says what to change).
+    """
+    params = [p for p in params if p.requires_grad]
+    if not params or epochs <= 0:
+        return []
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    per_epoch = len(batches(0))
+    total = max(1, epochs * per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total))
+    history: list[float] = []
+    bar = tqdm(total=total, desc=desc, leave=False, disable=not (rt.progress and rt.is_main))
+    for epoch in range(epochs):
+        running, count = 0.0, 0
+        for batch in batches(epoch):
+            with rt.autocast():
+                loss = loss_fn(batch)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise UserError(f"loss became {loss.item()} in {desc} (epoch {epoch + 1}); {hint}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running, count = running + float(loss.detach()), count + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{running / count:.3f}")
+        history.append(running / max(1, count))
+    bar.close()
+    return history

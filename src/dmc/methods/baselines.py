@@ -1,0 +1,78 @@
+"""Baselines on the shared loop: finetune, joint, coop (zeroshot is the base Method)."""
+from __future__ import annotations
+
+import torch
+
+from dmc.methods.base import METHODS, Method, Task
+from dmc.methods.stages import encode_dataset, train_prompts, train_vision
+from dmc.models.prompts import PromptLearner
+
+
+def visual_state(method: Method) -> dict[str, torch.Tensor]:
+    return {f"visual.{k}": v for k, v in method.model.visual.state_dict().items()}
+
+
+def load_visual(method: Method, state: dict[str, torch.Tensor]) -> None:
+    sub = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    if sub:
+        method.model.visual.load_state_dict(sub)
+
+
+@METHODS.register("finetune")
+class Finetune(Method):
+    """Sequential adaptation of the image tower against frozen template text (no replay)."""
+
+    name = "finetune"
+
+    def train_task(self, task: Task) -> dict:
+        scope = task.seen if self.cfg.vision.loss_scope == "seen" else task.classes
+        anchors = self.template_features(scope)
+        return {"stage1_loss": train_vision(self, task, anchors, scope, desc="finetune")}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return visual_state(self)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        load_visual(self, state)
+
+
+@METHODS.register("joint")
+class Joint(Finetune):
+    """Upper bound: every class in one task, same trainable part and recipe as `finetune`."""
+
+    name = "joint"
+    single_task = True
+
+
+@METHODS.register("coop")
+class CoOp(Method):
+    """Sequential task-specific soft prompts, each trained on its own task only, vision frozen, earlier
+    prompts frozen: the classifier-bias baseline of the paper's abstract."""
+
+    name = "coop"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        n_prefix = PromptLearner(self.backbone, self.template).n_ctx
+        self.prompts = PromptLearner(self.backbone, self.template, n_ctx=0, init="random",
+                                     n_task=self.cfg.prompt.n_ctx or n_prefix,
+                                     task_init=self.cfg.prompt.init).to(self.rt.device)
+
+    def begin_task(self, task: Task) -> None:
+        self.prompts.add_task(task.names)
+        self.prompts.freeze_task_tokens(before=task.index)
+
+    def train_task(self, task: Task) -> dict:
+        feats, labels = encode_dataset(self, task.train_plain, desc=f"task {task.index + 1} features")
+        losses = train_prompts(self, task, self.prompts, feats, labels, task.classes, desc="coop")
+        return {"stage2_loss": losses}
+
+    @torch.no_grad()
+    def class_features(self, classes: list[int]) -> torch.Tensor:
+        return self.prompts(classes)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"prompt.{k}": v for k, v in self.prompts.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.prompts.load_state_dict({k[len("prompt."):]: v for k, v in state.items() if k.startswith("prompt.")})

@@ -1,0 +1,135 @@
+"""DMC and DMC-OT: decoupled modality training with a class-wise Gaussian memory.
+
+Per task t: (1) adapt the image tower against frozen text anchors (stage 1); (2) calibrate the stored
+statistics of old classes across that encoder update (DMC-OT; `calibration.method`); (3) store the new
+classes' Gaussian statistics under the adapted encoder; (4) learn the soft prompts against the frozen
+image tower on cached features of task t plus pseudo-features of old classes drawn from the memory
+(stage 2). `dmc.decoupled=false` trains both modalities at once instead (the `cotrain` ablation).
+"""
+from __future__ import annotations
+
+import copy
+import time
+import torch
+
+from dmc.calibration import calibrate_gaussians
+from dmc.memory.gaussian import GaussianBank
+from dmc.methods.base import METHODS, Method, Task
+from dmc.methods.baselines import load_visual, visual_state
+from dmc.methods.diagnostics import drift_errors
+from dmc.methods.stages import encode_dataset, replay_ce, train_prompts, train_vision
+from dmc.models.prompts import PromptLearner
+
+
+@METHODS.register("dmc")
+class DMC(Method):
+    name = "dmc"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        p = self.cfg.prompt
+        self.prompts = PromptLearner(self.backbone, self.template, n_ctx=p.n_ctx, init=p.init,
+                                     n_task=p.task_tokens).to(self.rt.device)
+        self.bank = GaussianBank(self.cfg.memory, device=self.rt.device)
+
+    def begin_task(self, task: Task) -> None:
+        self.prompts.add_task(task.names)
+
+    # ---- stages
+    def anchors(self, classes: list[int]) -> torch.Tensor:
+        """Frozen text anchors of stage 1: the current prompts (template prompts before any training)."""
+        if self.cfg.vision.anchors == "template":
+            return self.template_features(classes)
+        with torch.no_grad():
+            return self.prompts(classes)
+
+    def replay_fn(self, task: Task):
+        if not (self.cfg.replay.enabled and task.old):
+            return None
+        old, n = task.old, self.cfg.replay.per_class
+
+        def draw() -> tuple[torch.Tensor, torch.Tensor]:
+            feats, labels = self.bank.sample(old, n, task.generator)
+            return feats.to(self.rt.device), labels.to(self.rt.device)
+
+        return draw
+
+    def train_task(self, task: Task) -> dict:
+        info: dict = {"time_s": {}}
+        clock = time.time()
+        scope = task.seen if self.cfg.vision.loss_scope == "seen" else task.classes
+        keep_old = task.index > 0 and (self.cfg.calibration.method != "none" or self.cfg.diagnostics.drift)
+        old_visual = copy.deepcopy(self.model.visual).eval() if keep_old else None
+        if not self.cfg.dmc.decoupled:
+            info["cotrain_loss"] = self._cotrain(task, scope)
+        elif self.cfg.vision.enabled:
+            info["stage1_loss"] = train_vision(self, task, self.anchors(scope), scope)
+        info["time_s"]["stage1"] = time.time() - clock
+        clock = time.time()
+        feats, labels = encode_dataset(self, task.train_plain, desc=f"task {task.index + 1} features")
+        if old_visual is not None:
+            info.update(self._calibrate(task, old_visual, feats))
+        for c in task.classes:
+            self.bank.add(c, feats[labels == c])
+        info["time_s"]["memory"] = time.time() - clock
+        clock = time.time()
+        if self.cfg.dmc.decoupled and self.cfg.prompt.enabled:
+            feats, labels = self._stage2_features(task, feats, labels)
+            info["stage2_loss"] = train_prompts(self, task, self.prompts, feats, labels, task.seen,
+                                                replay=self.replay_fn(task))
+        info["time_s"]["stage2"] = time.time() - clock
+        return info
+
+    def _stage2_features(self, task: Task, feats: torch.Tensor, labels: torch.Tensor):
+        """The feature cache of stage 2: the plain view plus `prompt.views - 1` augmented views."""
+        views_f, views_l = [feats], [labels]
+        for v in range(self.cfg.prompt.views - 1):
+            f, y = encode_dataset(self, task.train, desc=f"task {task.index + 1} view {v + 2}")
+            views_f.append(f)
+            views_l.append(y)
+        return torch.cat(views_f), torch.cat(views_l)
+
+    def _cotrain(self, task: Task, scope: list[int]) -> list[float]:
+        """Both modalities at once: vision and prompts receive gradients from the same loss."""
+        replay = self.replay_fn(task)
+        extra = (lambda: replay_ce(self, *replay(), task.seen, self.prompts)) if replay is not None else None
+        return train_vision(self, task, None, scope, extra_params=list(self.prompts.parameters()),
+                            extra_loss=extra, anchors_fn=lambda: self.prompts(scope), desc="co-training")
+
+    def _calibrate(self, task: Task, old_visual: torch.nn.Module, new_feats: torch.Tensor) -> dict:
+        """DMC-OT (a): move old classes' statistics along the drift seen on task t's images."""
+        old_classes = task.old
+        stored_means, stored_covs = self.bank.means(old_classes), self.bank.covs(old_classes)
+        out: dict = {}
+        if self.cfg.calibration.method != "none":
+            old_feats, _ = encode_dataset(self, task.train_plain, visual=old_visual, desc="old-encoder features")
+            means, covs = calibrate_gaussians(stored_means, stored_covs, old_feats, new_feats,
+                                              self.cfg.calibration, task.generator)
+            for i, c in enumerate(old_classes):
+                self.bank.set_stats(c, means[i], covs[i])
+        if self.cfg.diagnostics.drift and task.reference is not None:
+            true_feats, true_labels = encode_dataset(self, task.reference(old_classes), desc="drift diagnostics")
+            cal_means, cal_covs = self.bank.means(old_classes), self.bank.covs(old_classes)
+            out["drift"] = drift_errors(stored_means, stored_covs, cal_means, cal_covs, true_feats, true_labels,
+                                        old_classes, self.cfg.memory)
+        return out
+
+    # ---- evaluation and state
+    @torch.no_grad()
+    def class_features(self, classes: list[int]) -> torch.Tensor:
+        return self.prompts(classes)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = visual_state(self)
+        state.update({f"prompt.{k}": v for k, v in self.prompts.state_dict().items()})
+        state.update({f"memory.{k}": v for k, v in self.bank.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        load_visual(self, state)
+        self.prompts.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("prompt.")})
+        self.bank.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("memory.")})
+
+
+METHODS.register("dmc-ot")(type("DMCOT", (DMC,), {"name": "dmc-ot"}))
+METHODS.register("cotrain")(type("CoTrain", (DMC,), {"name": "cotrain"}))

@@ -1,0 +1,171 @@
+"""A thin wrapper over open_clip: build by name, freeze/unfreeze towers, encode text from embeddings.
+
+Nothing of CLIP is re-implemented here: the towers are open_clip's modules and text encoding from token
+embeddings follows open_clip's own `encode_text` (positional embedding, transformer with the causal mask,
+ln_final, pooling with `text_global_pool`, projection).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
+from torch import nn
+
+from dmc.data.transforms import ArrayNormalize, pil_then
+from dmc.errors import UserError
+from dmc.registry import Registry
+
+log = logging.getLogger(__name__)
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class Backbone:
+    """A CLIP model with its tokenizer and image transforms."""
+
+    name: str
+    model: nn.Module  # open_clip.CLIP
+    tokenizer: Callable[[list[str]], torch.Tensor]
+    preprocess: Callable  # eval transform: PIL or uint8 array -> (3, H, W)
+    preprocess_train: Callable  # training transform
+
+
+BACKBONES: Registry[Callable[[str | None], Backbone]] = Registry("backbone")
+
+TINY_CONFIG = dict(
+    embed_dim=32,
+    vision_cfg=dict(image_size=32, patch_size=8, width=32, layers=2, head_width=16),
+    text_cfg=dict(context_length=32, vocab_size=49408, width=32, heads=2, layers=2),
+)
+
+
+@BACKBONES.register("tiny")
+def build_tiny(pretrained: str | None = None) -> Backbone:
+    """Randomly initialised, very small CLIP for tests (seeded by the caller's global seed)."""
+    model = open_clip.CLIP(**TINY_CONFIG)
+    tok = open_clip.tokenizer.SimpleTokenizer(context_length=TINY_CONFIG["text_cfg"]["context_length"])
+    norm = ArrayNormalize(OPENAI_MEAN, OPENAI_STD)
+    return Backbone("tiny", model, tok, norm, norm)
+
+
+@BACKBONES.register("toy")
+def build_toy(pretrained: str | None = None) -> Backbone:
+    """The project's own CLIP, pretrained on the clean glyph domain (built once, then cached)."""
+    from dmc.models import toy
+
+    model = toy.get_toy()
+    norm = toy.toy_preprocess()
+    return Backbone("toy", model, toy.toy_tokenizer(), norm, norm)
+
+
+DEFAULT_TAGS = {"ViT-B-16": "openai", "ViT-B-32": "openai", "ViT-L-14": "openai"}
+BACKBONES.register("ViT-B-16")(lambda pretrained=None: build_open_clip("ViT-B-16", pretrained))
+
+
+def build_open_clip(name: str, pretrained: str | None) -> Backbone:
+    """Any open_clip model by name and pretrained tag (or weights file). OpenAI weights need QuickGELU."""
+    tag = pretrained if pretrained is not None else DEFAULT_TAGS.get(name)
+    if name not in open_clip.list_models():
+        raise UserError(f"unknown backbone {name!r}; choose tiny, toy or an open_clip model name "
+                        f"(open_clip lists {len(open_clip.list_models())}, e.g. ViT-B-16, ViT-L-14)")
+    quick = tag == "openai" and not name.endswith("-quickgelu")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=tag, force_quick_gelu=quick, require_pretrained=tag is not None)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise UserError(_weights_hint(name, tag, exc)) from None
+    train_tf = open_clip.image_transform(model.visual.image_size, is_train=True)
+    return Backbone(name, model, open_clip.get_tokenizer(name), pil_then(preprocess), pil_then(train_tf))
+
+
+def _weights_hint(name: str, tag: str | None, exc: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    where = ("HF_HUB_OFFLINE=1 is set, so nothing is downloaded; " if offline else "")
+    return (f"cannot load weights {tag!r} for {name}: {where}run once on a machine with internet to fill the "
+            f"Hugging Face cache (or pass --set model.pretrained=/path/to/weights.bin); "
+            f"{str(exc).splitlines()[0][:160]}")
+
+
+def build_backbone(name: str, pretrained: str | None = None) -> Backbone:
+    if name in BACKBONES:
+        return BACKBONES.get(name)(pretrained)
+    return build_open_clip(name, pretrained)
+
+
+# --------------------------------------------------------------------------- freezing
+def vision_trainable_params(model: nn.Module, trainable: str) -> list[nn.Parameter]:
+    """Parameters of the image tower trained in stage 1.
+
+    trainable: "none"; "last-K" (last K transformer blocks + ln_post + proj); "all" (every block +
+    ln_post + proj; patch embedding, class/positional embedding and ln_pre stay frozen); "full".
+    """
+    visual = model.visual
+    if trainable == "none":
+        return []
+    if trainable == "full":
+        return list(visual.parameters())
+    blocks = list(visual.transformer.resblocks)
+    if trainable == "all":
+        k = len(blocks)
+    elif trainable.startswith("last-") and trainable[5:].isdigit():
+        k = int(trainable[5:])
+        if not 1 <= k <= len(blocks):
+            raise UserError(f"bad value for vision.trainable: {trainable!r}; the tower has {len(blocks)} blocks")
+    else:
+        raise UserError(f"bad value for vision.trainable: {trainable!r}; use none, last-K, all or full")
+    params = [p for b in blocks[len(blocks) - k:] for p in b.parameters()]
+    params += list(visual.ln_post.parameters())
+    if isinstance(visual.proj, nn.Parameter):
+        params.append(visual.proj)
+    return params
+
+
+def freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def set_trainable(params: list[nn.Parameter]) -> None:
+    for p in params:
+        p.requires_grad_(True)
+
+
+# --------------------------------------------------------------------------- encoding
+def encode_image(model: nn.Module, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    return model.encode_image(images, normalize=normalize)  # (B, D)
+
+
+def encode_text_embeddings(model: nn.Module, emb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """open_clip's encode_text, starting from token embeddings (C, L, W) instead of ids.
+
+    `ids` (C, L) are the token ids the embeddings stand for; they only locate the pooled (EOT) token.
+    Returns unnormalised text features (C, D).
+    """
+    cast = model.transformer.get_cast_dtype()
+    x = emb.to(cast) + model.positional_embedding.to(cast)  # (C, L, W)
+    x = model.transformer(x, attn_mask=model.attn_mask)
+    x = model.ln_final(x)
+    x = text_global_pool(x, ids, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    if isinstance(model.text_projection, nn.Linear):
+        return model.text_projection(x)
+    return x @ model.text_projection if model.text_projection is not None else x
+
+
+@torch.no_grad()
+def template_text_features(backbone: Backbone, names: list[str], template: str,
+                           device: torch.device | str = "cpu") -> torch.Tensor:
+    """Normalised text features (C, D) of `template.format(name)` for each class name."""
+    ids = backbone.tokenizer([template.format(n) for n in names]).to(device)
+    return F.normalize(backbone.model.encode_text(ids), dim=-1)
+
+
+def logit_scale(model: nn.Module) -> float:
+    return float(model.logit_scale.exp().item())

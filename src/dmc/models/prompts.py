@@ -1,0 +1,93 @@
+"""CoOp-style prompt learner with optional task-specific tokens (DMC-OT (b)).
+
+Class c's text input is  [SOS] T_{k(c)} V_1..V_M  <name_c><suffix> [EOS]  where V is shared by all classes
+(unified context), T_k are `n_task` tokens owned by task k (the task that introduced c) and the suffix is
+the template's text after "{}" (usually "."). Token-id buffers are derived from the class list and rebuilt
+when classes are added; only the learnable vectors are checkpointed.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dmc.errors import UserError
+from dmc.models.clip import Backbone, encode_text_embeddings
+
+PLACEHOLDER = "X"
+
+
+class PromptLearner(nn.Module):
+    def __init__(self, backbone: Backbone, template: str, n_ctx: int | None = None, init: str = "template",
+                 n_task: int = 0, task_init: str = "random") -> None:
+        super().__init__()
+        if template.count("{}") != 1:
+            raise UserError(f"prompt template must contain one '{{}}': {template!r}")
+        self.backbone = [backbone]  # a list, so the CLIP weights are not registered as submodule
+        self.prefix, self.suffix = template.split("{}")
+        prefix_emb = self._prefix_embedding()  # (P, W)
+        self.n_ctx = prefix_emb.shape[0] if n_ctx is None else n_ctx
+        self.n_task = n_task
+        self.task_init = task_init
+        self.ctx = nn.Parameter(self._init_vectors(self.n_ctx, init, prefix_emb))  # (M, W)
+        self.task_ctx = nn.ParameterList()  # one (n_task, W) per task
+        self.names: list[str] = []
+        self.task_of: list[int] = []  # task index of each class (position in `names`)
+        self.register_buffer("ids", torch.zeros(0, 0, dtype=torch.long), persistent=False)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.backbone[0].model
+
+    def _prefix_embedding(self) -> torch.Tensor:
+        ids = self.backbone[0].tokenizer([self.prefix.strip()])[0]
+        n = int((ids > 0).sum()) - 2  # drop SOS/EOS
+        with torch.no_grad():
+            return self.model.token_embedding(ids[1:1 + n]).detach().clone()
+
+    def _init_vectors(self, n: int, init: str, prefix_emb: torch.Tensor) -> torch.Tensor:
+        width = self.model.token_embedding.weight.shape[1]
+        if init == "template":
+            if n != prefix_emb.shape[0]:
+                raise UserError(f"prompt.init=template needs n_ctx equal to the template prefix length "
+                                f"({prefix_emb.shape[0]} tokens for {self.prefix!r}); got {n}")
+            return prefix_emb.clone()
+        if init == "random":
+            return torch.randn(n, width) * 0.02
+        raise UserError(f"bad value for prompt.init: {init!r}; use template or random")
+
+    def add_task(self, names: list[str]) -> int:
+        """Register a new task's classes (and its task tokens); returns the task index."""
+        task = len(self.task_ctx)
+        if self.n_task:
+            prefix_emb = self._prefix_embedding()
+            init = "template" if self.task_init == "template" else "random"
+            vec = self._init_vectors(self.n_task, init, prefix_emb).to(self.ctx.device)
+        else:
+            vec = torch.zeros(0, self.ctx.shape[1], device=self.ctx.device)
+        self.task_ctx.append(nn.Parameter(vec))
+        self.names += list(names)
+        self.task_of += [task] * len(names)
+        self._rebuild()
+        return task
+
+    def _rebuild(self) -> None:
+        slots = " ".join([PLACEHOLDER] * (self.n_task + self.n_ctx))
+        texts = [f"{slots} {name}{self.suffix}".strip() for name in self.names]
+        self.ids = self.backbone[0].tokenizer(texts).to(self.ctx.device)  # (C, L)
+
+    def freeze_task_tokens(self, before: int) -> None:
+        """Stop gradients to the task tokens of tasks < before (coop: earlier prompts frozen)."""
+        for k, p in enumerate(self.task_ctx):
+            p.requires_grad_(k >= before)
+
+    def forward(self, classes: torch.Tensor | list[int] | None = None) -> torch.Tensor:
+        """Normalised text features (C, D) of the given class positions (default: all)."""
+        idx = torch.arange(len(self.names)) if classes is None else torch.as_tensor(classes)
+        ids = self.ids[idx.to(self.ids.device)]  # (C, L)
+        emb = self.model.token_embedding(ids)  # (C, L, W)
+        n_slots = self.n_task + self.n_ctx
+        if n_slots:
+            learned = [torch.cat([self.task_ctx[self.task_of[int(c)]], self.ctx], 0) for c in idx]
+            emb = torch.cat([emb[:, :1], torch.stack(learned).to(emb.dtype), emb[:, 1 + n_slots:]], 1)
+        return F.normalize(encode_text_embeddings(self.model, emb, ids), dim=-1)

@@ -1,0 +1,67 @@
+"""Tables and plots from run directories (pure reading: nothing here trains or evaluates)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dmc.engine.rundir import RunDir  # noqa: E402
+
+
+def plot_run(summary: dict, path: Path) -> None:
+    """A_t per task and the accuracy matrix as a heatmap."""
+    R = np.array([[np.nan if v is None else v for v in row] for row in summary["acc_matrix"]], dtype=float)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    steps = np.arange(1, len(summary["incremental"]) + 1)
+    ax1.plot(steps, summary["incremental"], marker="o")
+    ax1.set(xlabel="task", ylabel="A_t (%)", ylim=(0, 100),
+            title=f"{summary['method']} on {summary['benchmark']}: Avg {summary['avg']:.1f}, Last {summary['last']:.1f}")
+    ax1.grid(alpha=0.3)
+    im = ax2.imshow(R, vmin=0, vmax=100, cmap="viridis")
+    ax2.set(xlabel="tested task j", ylabel="after task i", title="accuracy matrix R[i][j] (%)")
+    fig.colorbar(im, ax=ax2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _mean_drift(records: list[dict]) -> tuple[float, float] | None:
+    rows = [r["drift"] for r in records if isinstance(r.get("drift"), dict)]
+    if not rows:
+        return None
+    return float(np.mean([r["stored"] for r in rows])), float(np.mean([r["calibrated"] for r in rows]))
+
+
+def compare_table(run_dirs: list[Path]) -> str:
+    """Markdown table: one row per run (method, benchmark, seed, Avg, Last, forgetting, BWT, drift)."""
+    lines = ["| run | method | benchmark | seed | Avg | Last | forgetting | BWT | old/new (last) | drift stored→calibrated | time (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for d in run_dirs:
+        rd = RunDir(Path(d))
+        s, recs = rd.read_summary(), rd.records()
+        on = recs[-1] if recs else {}
+        old_new = "–" if on.get("old") is None else f"{on['old']:.1f} / {on['new']:.1f}"
+        drift = _mean_drift(recs)
+        drift_s = "–" if drift is None else f"{drift[0]:.3f} → {drift[1]:.3f}"
+        lines.append(f"| {Path(d).name} | {s['method']} | {s['benchmark']} | {s['seed']} | {s['avg']:.2f} | "
+                     f"{s['last']:.2f} | {s['forgetting']:.2f} | {s['bwt']:.2f} | {old_new} | {drift_s} | "
+                     f"{s['wall_time_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot_compare(run_dirs: list[Path], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for d in run_dirs:
+        s = RunDir(Path(d)).read_summary()
+        ax.plot(np.arange(1, len(s["incremental"]) + 1), s["incremental"], marker="o",
+                label=f"{s['method']} (seed {s['seed']})")
+    ax.set(xlabel="task", ylabel="A_t (%)", ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,81 @@
+"""The command line: plans, listings, and one clear line + exit 2 for every kind of bad input."""
+import json
+
+import numpy as np
+import pytest
+
+from dmc.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plan_cifar100_matches_pycil_permutation(capsys):
+    code, out, _ = run_cli(capsys, "plan", "cifar100", "--json")
+    assert code == 0
+    plan = json.loads(out)
+    np.random.seed(1993)
+    assert plan["class_order"] == np.random.permutation(100).tolist()
+    assert len(plan["tasks"]) == 10 and all(len(t) == 10 for t in plan["tasks"])
+    from dmc.data.sources.base import SOURCES, DataConfig
+
+    names = SOURCES.get("cifar100").class_names(DataConfig())
+    assert plan["tasks"][0] == [names[c] for c in plan["class_order"][:10]]
+    assert "aquarium fish" in names and len(set(names)) == 100
+
+
+def test_plan_split_override_and_seed(capsys):
+    code, out, _ = run_cli(capsys, "plan", "cifar100", "--json", "--seed", "0",
+                           "--set", "benchmark.base=50", "--set", "benchmark.increment=5")
+    plan = json.loads(out)
+    assert code == 0 and len(plan["tasks"]) == 11 and len(plan["tasks"][0]) == 50
+    np.random.seed(0)
+    assert plan["class_order"] == np.random.permutation(100).tolist()
+
+
+def test_list_shows_registries(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for name in ("glyphs", "cifar100", "imagefolder", "dmc", "dmc-ot", "coop", "finetune", "joint", "tiny", "toy"):
+        assert name in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "--benchmark", "nope"], "unknown benchmark 'nope'; choose one of:"),
+    (["run", "--benchmark", "synthetic", "--method", "nope"], "unknown method 'nope'; choose one of:"),
+    (["run", "--benchmark", "synthetic", "--set", "vision.nope=1"], "unknown config key 'vision.nope'"),
+    (["run", "--benchmark", "synthetic", "--set", "vision.lr=fast"], "bad value for vision.lr"),
+    (["run", "--benchmark", "synthetic", "--set", "vision.epochs=1.5"], "bad value for vision.epochs"),
+    (["run", "--benchmark", "synthetic", "--set", "novalue"], "--set expects key.path=value"),
+    (["run", "--benchmark", "imagefolder", "--backbone", "tiny"], "data.root"),
+    (["run", "--resume", "no/such/run"], "not a run directory"),
+    (["run", "--benchmark", "synthetic", "--backbone", "no-such-net"], "unknown backbone"),
+    (["plan", "cifar100", "--set", "benchmark.increment=0"], "bad split"),
+])
+def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, needle):
+    code, out, err = run_cli(capsys, *argv, *(["--out", str(tmp_path / "r")] if argv[0] == "run" and "--resume" not in argv else []))
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("dmc: error:")]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_missing_pretrained_weights_offline_is_a_user_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run_cli(capsys, "run", "--benchmark", "synthetic", "--backbone", "ViT-B-16",
+                           "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 2
+    assert "HF_HUB_OFFLINE=1" in err and "Traceback" not in err
+
+
+def test_smoke_run_end_to_end_and_compare(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "run", "--benchmark", "synthetic", "--method", "dmc", "--smoke",
+                             "--out", str(tmp_path / "a"), "--quiet")
+    assert code == 0, err
+    assert "Avg" in out and (tmp_path / "a" / "summary.json").exists()
+    code, out, _ = run_cli(capsys, "compare", str(tmp_path / "a"), "--plot", str(tmp_path / "c.png"))
+    assert code == 0 and "| dmc | synthetic |" in out and (tmp_path / "c.png").exists()

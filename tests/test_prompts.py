@@ -1,0 +1,61 @@
+import torch
+import torch.nn.functional as F
+
+from dmc.models.clip import build_backbone, vision_trainable_params
+from dmc.models.prompts import PromptLearner
+
+
+def _backbone():
+    torch.manual_seed(0)
+    return build_backbone("tiny")
+
+
+def test_template_context_equals_encode_text():
+    bb = _backbone()
+    names = ["cat", "greek small letter psi", "cyrillic capital letter shcha"]
+    for template in ("a photo of a {}.", "a photo of a person {}.", "a rendering of the {}."):
+        learner = PromptLearner(bb, template)
+        learner.add_task(names[:2])
+        learner.add_task(names[2:])
+        ref = F.normalize(bb.model.encode_text(bb.tokenizer([template.format(n) for n in names])), dim=-1)
+        torch.testing.assert_close(learner(), ref)
+
+
+def test_task_tokens_change_only_their_task_and_are_trainable():
+    bb = _backbone()
+    learner = PromptLearner(bb, "a photo of a {}.", n_task=2)
+    learner.add_task(["cat", "dog"])
+    learner.add_task(["car"])
+    before = learner().detach()
+    with torch.no_grad():
+        learner.task_ctx[1].add_(torch.randn_like(learner.task_ctx[1]))  # not a constant: LayerNorm removes those
+    after = learner().detach()
+    torch.testing.assert_close(after[:2], before[:2])
+    assert (after[2] - before[2]).abs().max() > 1e-4
+    learner.freeze_task_tokens(before=1)
+    assert not learner.task_ctx[0].requires_grad and learner.task_ctx[1].requires_grad
+    assert set(learner.state_dict()) == {"ctx", "task_ctx.0", "task_ctx.1"}
+
+
+def test_gradient_reaches_context_only():
+    bb = _backbone()
+    for p in bb.model.parameters():
+        p.requires_grad_(False)
+    learner = PromptLearner(bb, "a photo of a {}.")
+    learner.add_task(["cat", "dog"])
+    learner().sum().backward()
+    assert learner.ctx.grad is not None and learner.ctx.grad.abs().sum() > 0
+
+
+def test_vision_trainable_parts():
+    bb = _backbone()
+    visual = bb.model.visual
+    n_blocks = len(visual.transformer.resblocks)
+    last1 = vision_trainable_params(bb.model, "last-1")
+    all_blocks = vision_trainable_params(bb.model, "all")
+    full = vision_trainable_params(bb.model, "full")
+    assert len(last1) < len(all_blocks) < len(full)
+    assert any(p is visual.proj for p in last1)
+    assert not any(p is visual.conv1.weight for p in all_blocks)
+    assert any(p is visual.conv1.weight for p in full)
+    assert n_blocks == 2
