@@ -59,6 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides["seed"] = args.seed
         cfg = config.resolve(args.benchmark, args.method, overrides, args.sets, smoke=args.smoke)
         path = run(cfg, out=args.out, rt=_rt_quiet(args, cfg))
+    if path is None:  # a torchrun worker other than rank 0: rank 0 reports
+        return 0
     summary = json.loads((path / "summary.json").read_text())
     print(f"{summary['method']} on {summary['benchmark']}: Avg {summary['avg']:.2f}  Last {summary['last']:.2f}  "
           f"forgetting {summary['forgetting']:.2f}  ({summary['wall_time_s']:.0f} s)  -> {path}")

@@ -37,7 +37,10 @@ class ImageDataset(Dataset):
 def select(dataset: ImageDataset, classes: list[int] | set[int]) -> ImageDataset:
     """The part of a dataset whose labels are in `classes`."""
     mask = np.isin(dataset.labels, np.asarray(sorted(classes)))
-    idx = np.nonzero(mask)[0]
+    return subset_dataset(dataset, np.nonzero(mask)[0])
+
+
+def subset_dataset(dataset: ImageDataset, idx: np.ndarray) -> ImageDataset:
     items = dataset.samples.items
     items = items[idx] if isinstance(items, np.ndarray) else [items[i] for i in idx]
     return ImageDataset(Samples(items, dataset.samples.targets[idx]), dataset.labels[idx], dataset.transform)

@@ -25,12 +25,16 @@ def predict(method, dataset: ImageDataset, seen: list[int], desc: str = "eval") 
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
-def task_accuracies(preds: np.ndarray, labels: np.ndarray, tasks: list[list[int]]) -> tuple[list[float], list[int]]:
-    """Accuracy (percent) and sample count on each task's classes."""
-    accs, counts = [], []
-    for classes in tasks:
+def task_counts(preds: np.ndarray, labels: np.ndarray, tasks: list[list[int]]) -> np.ndarray:
+    """(T, 2) array: correct predictions and sample count on each task's classes (summable over ranks)."""
+    out = np.zeros((len(tasks), 2))
+    for k, classes in enumerate(tasks):
         mask = np.isin(labels, classes)
-        n = int(mask.sum())
-        counts.append(n)
-        accs.append(float(100.0 * (preds[mask] == labels[mask]).mean()) if n else float("nan"))
-    return accs, counts
+        out[k] = (preds[mask] == labels[mask]).sum(), mask.sum()
+    return out
+
+
+def accuracies(counts: np.ndarray) -> tuple[list[float], list[int]]:
+    """Accuracy (percent) and sample count per task from `task_counts` rows."""
+    accs = [float(100.0 * c / n) if n else float("nan") for c, n in counts]
+    return accs, [int(n) for _, n in counts]

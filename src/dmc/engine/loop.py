@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 from dmc import config as config_mod
 from dmc import metrics
 from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, write_plan
-from dmc.data.dataset import ImageDataset, select
-from dmc.engine.evaluate import predict, task_accuracies
+from dmc.data.dataset import ImageDataset, select, subset_dataset
+from dmc.engine.evaluate import accuracies, predict, task_counts
 from dmc.engine.rundir import CONFIG, PLAN, PLOT, RunDir, default_out
 from dmc.engine.runtime import Runtime, derive_seed, make_runtime, seed_everything
 from dmc.methods import METHODS, Method, Task
@@ -83,14 +83,17 @@ def make_task(t: int, bench: Benchmark, data: dict[str, ImageDataset], seed: int
                 reference=lambda cls: select(data["train_plain"], cls))
 
 
-def run(cfg, out: Path | None = None, resume: Path | None = None, rt: Runtime | None = None) -> Path:
-    """Run (or continue) a class-incremental experiment; returns the run directory."""
+def run(cfg, out: Path | None = None, resume: Path | None = None, rt: Runtime | None = None) -> Path | None:
+    """Run (or continue) a class-incremental experiment; returns the run directory (None on ranks > 0)."""
     start_time = time.time()
     cfg, rt, bench, data, method, rundir = prepare(cfg, out, resume, rt)
     T = len(bench.tasks)
     R = np.full((T, T), np.nan)
-    start = rundir.done_tasks() if (resume is not None and rundir is not None) else 0
-    records = rundir.truncate_records(start) if (resume is not None and rundir is not None) else []
+    start = rundir.done_tasks() if resume is not None else 0
+    records = rundir.records()[:start] if resume is not None else []
+    writer = rundir if rt.is_main else None  # every rank may read the run directory; rank 0 writes it
+    if writer is not None and resume is not None:
+        writer.truncate_records(start)
     for rec in records:
         R[rec["task"], : rec["task"] + 1] = rec["acc_row"]
     elapsed_before = sum(rec.get("time_s", {}).get("total", 0.0) for rec in records)
@@ -106,13 +109,13 @@ def run(cfg, out: Path | None = None, resume: Path | None = None, rt: Runtime | 
                 method.load_state_dict(rundir.load_checkpoint(t))
             continue
         record = run_task(method, task, bench, data, R)
-        if rundir is not None:
-            rundir.append_record(record)
-            rundir.save_checkpoint(t, method.state_dict(), keep=cfg.checkpoint.keep)
+        if writer is not None:
+            writer.append_record(record)
+            writer.save_checkpoint(t, method.state_dict(), keep=cfg.checkpoint.keep)
         bar.set_postfix(A=f"{record['A_t']:.1f}")
-    if rundir is not None:
-        finish(rundir, cfg, bench, R, time.time() - start_time + elapsed_before)
-    return rundir.path if rundir is not None else Path(".")
+    if writer is not None:
+        finish(writer, cfg, bench, R, time.time() - start_time + elapsed_before)
+    return rundir.path if writer is not None else None
 
 
 def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, ImageDataset], R: np.ndarray) -> dict:
@@ -121,8 +124,10 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
     info = method.train_task(task) or {}
     t1 = time.time()
     test = select(data["test"], task.seen)
-    preds = predict(method, test, task.seen, desc=f"task {t + 1} eval")
-    accs, counts = task_accuracies(preds, test.labels, bench.tasks[: t + 1])
+    mine = subset_dataset(test, method.rt.shard(len(test)))  # every rank tests its share
+    preds = predict(method, mine, task.seen, desc=f"task {t + 1} eval")
+    counts_t = method.rt.all_reduce_sum(task_counts(preds, mine.labels, bench.tasks[: t + 1]))
+    accs, counts = accuracies(counts_t)
     R[t, : t + 1] = accs
     a_t = metrics.incremental_accuracies(R[: t + 1, : t + 1], counts)[-1]
     record = {"task": t, "classes_seen": len(task.seen), "A_t": a_t, "acc_row": accs, "counts": counts,

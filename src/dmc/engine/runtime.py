@@ -6,9 +6,13 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+import os
+
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dmc.errors import UserError
 
@@ -51,9 +55,65 @@ class Runtime:
                           num_workers=self.num_workers, pin_memory=cuda,
                           persistent_workers=self.num_workers > 0)
 
+    def train_loader(self, dataset: Dataset, batch_size: int, generator: torch.Generator):
+        """epoch -> shuffled DataLoader; under torchrun each rank gets its shard (DistributedSampler)."""
+        if self.world_size == 1:
+            loader = self.loader(dataset, batch_size, shuffle=True, generator=generator)
+            return lambda epoch: loader
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        sampler = DistributedSampler(dataset, self.world_size, self.rank, shuffle=True, seed=seed)
+        loader = DataLoader(dataset, batch_size=self.local_batch(batch_size), sampler=sampler, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda", persistent_workers=self.num_workers > 0)
+
+        def at(epoch: int) -> DataLoader:
+            sampler.set_epoch(epoch)
+            return loader
+
+        return at
+
+    def local_batch(self, batch_size: int) -> int:
+        """Per-rank batch, so that the global batch (and the learning rate's meaning) stays the same."""
+        return max(1, -(-batch_size // self.world_size))
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """DistributedDataParallel over the trainable part under torchrun; the module itself otherwise."""
+        if self.world_size == 1:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+
+    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        if self.world_size == 1:
+            return values
+        t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
+        dist.all_reduce(t)
+        return t.cpu().numpy()
+
+    def shard(self, n: int) -> np.ndarray:
+        """Indices of this rank's share of n items (all of them without torchrun)."""
+        return np.arange(self.rank, n, self.world_size)
+
+
+def init_distributed(device: str) -> tuple[int, int, str]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); returns rank, world, device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    elif device == "auto":
+        device = "cpu"
+    return dist.get_rank(), world, device
+
 
 def make_runtime(device: str = "auto", precision: str = "auto", progress: bool = True,
                  num_workers: int = 0) -> Runtime:
+    rank, world, device = init_distributed(device)
     if device == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -72,4 +132,4 @@ def make_runtime(device: str = "auto", precision: str = "auto", progress: bool =
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    return Runtime(dev, amp, progress, num_workers)
+    return Runtime(dev, amp, progress, num_workers, rank, world)

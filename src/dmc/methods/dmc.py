@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import time
 import torch
+import torch.nn.functional as F
 
 from dmc.calibration import calibrate_gaussians
 from dmc.memory.gaussian import GaussianBank
 from dmc.methods.base import METHODS, Method, Task
 from dmc.methods.baselines import load_visual, visual_state
 from dmc.methods.diagnostics import drift_errors
-from dmc.methods.stages import encode_dataset, replay_ce, train_prompts, train_vision
+from dmc.methods.stages import encode_dataset, label_lut, train_prompts, train_vision
 from dmc.models.prompts import PromptLearner
 
 
@@ -90,11 +91,24 @@ class DMC(Method):
         return torch.cat(views_f), torch.cat(views_l)
 
     def _cotrain(self, task: Task, scope: list[int]) -> list[float]:
-        """Both modalities at once: vision and prompts receive gradients from the same loss."""
-        replay = self.replay_fn(task)
-        extra = (lambda: replay_ce(self, *replay(), task.seen, self.prompts)) if replay is not None else None
+        """Both modalities at once: vision and prompts receive gradients from the same loss. The prompt
+        prototypes of all seen classes are computed once per step and serve both loss terms."""
+        learner, replay = self.rt.wrap(self.prompts), self.replay_fn(task)
+        cols = torch.as_tensor([task.seen.index(c) for c in scope], device=self.rt.device)
+        step: dict = {}
+
+        def anchors() -> torch.Tensor:
+            step["protos"] = learner(task.seen)  # (C_seen, D)
+            return step["protos"][cols]
+
+        def extra() -> torch.Tensor:
+            feats, labels = replay()
+            lut = label_lut(task.seen, self.bench.n_classes, feats.device)
+            return F.cross_entropy(self.logits(feats, step["protos"]), lut[labels])
+
         return train_vision(self, task, None, scope, extra_params=list(self.prompts.parameters()),
-                            extra_loss=extra, anchors_fn=lambda: self.prompts(scope), desc="co-training")
+                            extra_loss=extra if replay is not None else None, anchors_fn=anchors,
+                            desc="co-training")
 
     def _calibrate(self, task: Task, old_visual: torch.nn.Module, new_feats: torch.Tensor) -> dict:
         """DMC-OT (a): move old classes' statistics along the drift seen on task t's images."""

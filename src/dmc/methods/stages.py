@@ -34,17 +34,18 @@ def train_vision(method: Method, task: Task, anchors: torch.Tensor, classes: lis
     lut = label_lut(classes, method.bench.n_classes, rt.device)
     scale = method.scale()
     model.visual.train()
+    visual = rt.wrap(model.visual)  # DistributedDataParallel under torchrun
 
     def loss_fn(batch) -> torch.Tensor:
         x, y = batch[0].to(rt.device, non_blocking=True), batch[1].to(rt.device)
         protos = anchors_fn() if anchors_fn is not None else anchors
-        feats = F.normalize(model.encode_image(x), dim=-1)  # (B, D)
+        feats = F.normalize(visual(x), dim=-1)  # (B, D)
         loss = F.cross_entropy(scale * feats @ protos.t().to(feats.dtype), lut[y])
         return loss + extra_loss() if extra_loss is not None else loss
 
-    loader = rt.loader(task.train, cfg.batch_size, shuffle=True, generator=task.generator)
+    loader = rt.train_loader(task.train, cfg.batch_size, task.generator)
     try:
-        return fit(params + list(extra_params or []), lambda e: loader, loss_fn, cfg.epochs, cfg.lr, rt,
+        return fit(params + list(extra_params or []), loader, loss_fn, cfg.epochs, cfg.lr, rt,
                    weight_decay=cfg.weight_decay, desc=f"task {task.index + 1} {desc}",
                    hint="lower vision.lr (e.g. --set vision.lr=1e-5)")
     finally:
@@ -71,14 +72,16 @@ def encode_dataset(method: Method, dataset: ImageDataset, visual: torch.nn.Modul
 
 
 def feature_batches(feats: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                    generator: torch.Generator) -> Callable[[int], list]:
-    """Shuffled mini-batches of cached features, one new permutation per epoch from `generator`."""
-    n_batches = max(1, math.ceil(len(labels) / batch_size))
+                    generator: torch.Generator, rank: int = 0, world_size: int = 1) -> Callable[[int], list]:
+    """Shuffled mini-batches of cached features, one new permutation per epoch from `generator`
+    (the same on every rank; under torchrun each rank keeps every world_size-th sample of it)."""
+    n_local = math.ceil(len(labels) / world_size)
+    n_batches = max(1, math.ceil(n_local / batch_size))
 
     def batches(epoch: int) -> list:
-        perm = torch.randperm(len(labels), generator=generator).to(feats.device)
-        return [(feats[perm[i * batch_size:(i + 1) * batch_size]], labels[perm[i * batch_size:(i + 1) * batch_size]])
-                for i in range(n_batches)]
+        perm = torch.randperm(len(labels), generator=generator)[rank::world_size].to(feats.device)
+        chunks = [perm[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
+        return [(feats[idx], labels[idx]) for idx in chunks if len(idx)]
 
     return batches
 
@@ -92,24 +95,21 @@ def train_prompts(method: Method, task: Task, learner: torch.nn.Module, feats: t
     cfg, rt = method.cfg.prompt, method.rt
     lut = label_lut(classes, method.bench.n_classes, rt.device)
     scale = method.scale()
+    wrapped = rt.wrap(learner)  # DistributedDataParallel under torchrun
 
     def loss_fn(batch) -> torch.Tensor:
         f, y = batch
         if replay is not None:
             rf, ry = replay()
             f, y = torch.cat([f, rf.to(f.dtype)]), torch.cat([y, ry])
-        protos = learner(classes)  # (C, D)
+        protos = wrapped(classes)  # (C, D)
         logits = scale * F.normalize(f, dim=-1) @ protos.t().to(f.dtype)  # (B, C)
         return F.cross_entropy(logits, lut[y])
 
     params = [p for p in learner.parameters() if p.requires_grad]
-    return fit(params, feature_batches(feats, labels, cfg.batch_size, task.generator), loss_fn,
+    batches = feature_batches(feats, labels, rt.local_batch(cfg.batch_size), task.generator, rt.rank,
+                              rt.world_size)
+    return fit(params, batches, loss_fn,
                cfg.epochs, cfg.lr, rt, desc=f"task {task.index + 1} {desc}",
                hint="lower prompt.lr (e.g. --set prompt.lr=5e-4)")
 
-
-def replay_ce(method: Method, feats: torch.Tensor, labels: torch.Tensor, classes: list[int],
-              learner: torch.nn.Module) -> torch.Tensor:
-    """Cross-entropy of (pseudo-)features against the prompt prototypes of `classes`."""
-    lut = label_lut(classes, method.bench.n_classes, feats.device)
-    return F.cross_entropy(method.logits(feats, learner(classes)), lut[labels])

@@ -1,0 +1,215 @@
+"""RAPF: a linear adapter on frozen CLIP image features with Gaussian replay, a text-guided hinge for
+neighbouring old/new classes, and decomposed parameter fusion after each task.
+
+Reconstructed from the published description of RAPF (Huang, Cao, Lu, Liu, "Class-Incremental Learning
+with CLIP: Adaptive Representation Adjustment and Parameter Fusion", ECCV 2024, arXiv 2407.14143).
+
+Model. Both CLIP towers stay frozen. The classifier is the hand-made template's text embedding t_c of each
+seen class. A bias-free linear adapter A (D x D) acts on the frozen image feature x = f(img); the logits
+are s * cos(A x, t_c) (s: CLIP's logit scale). A starts as the identity here, so before any training the
+method *is* zero-shot CLIP ([reconstruction]; RAPF's code uses PyTorch's default initialisation).
+
+Memory. Each class keeps the mean and covariance of its frozen features x (``GaussianBank``; the preset
+turns on RAPF's shrinkage). The encoder never changes, so the statistics never drift.
+
+Training on task t (cached features, through ``fit``): cross-entropy over all seen classes on real features
+of the new classes plus ``replay.per_class`` samples of every old class per step (balanced), all passed
+through A. The adapter is not re-initialised between tasks.
+
+Adaptive representation adjustment (``rapf.hinge``), as we read the paper: a new class harms mostly the old
+classes that are semantically close to it, and the text encoder measures that closeness. An (old i, new j)
+pair is a *neighbour pair* when the Euclidean distance of their unit text embeddings ||t_i - t_j|| is below
+``hinge_threshold`` (``hinge_pairs="nearest"`` keeps only each old class's nearest new class). For each pair,
+pseudo-features z ~ N(mu_i, Sigma_i) of the old class are adjusted with a hinge on the text side:
+
+    L_hinge = mean over pairs and samples of max(0, m - cos(A z, t_i) + cos(A z, t_j)),
+
+i.e. an old-class sample must be closer to its own class text than to the neighbouring new class text by a
+margin m (``hinge_margin``). The loss is L_ce + ``hinge_weight`` * L_hinge.
+
+Decomposed parameter fusion (``rapf.fusion``), as we read the paper: after task t >= 2, let W_o be the adapter
+before the task and W_n after it. With the SVD W_o = U S V^T, U is an orthonormal basis in which both are
+expressed: P_o = U^T W_o = S V^T, P_n = U^T W_n. Entries that moved a lot matter to the new task and are
+kept; entries that moved little are pulled back toward the old ones:
+
+    Delta = |P_n - P_o|,  lambda = min(1, Delta / max(Delta) + b),  W = U (lambda * P_n + (1 - lambda) * P_o)
+
+with b = ``fusion_bias`` (elementwise products). b >= 1 keeps W_n; the rule does not depend on the sign
+ambiguity of the SVD, and it commutes with a rotation of the output space (W -> Q W for orthogonal Q).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dmc.errors import UserError
+from dmc.memory.gaussian import GaussianBank
+from dmc.methods.base import METHODS, Method, Task
+from dmc.methods.stages import encode_dataset, feature_batches, label_lut
+from dmc.engine.train import fit
+
+HINGE_PAIRS = ("all", "nearest")
+
+
+@dataclass
+class RapfConfig:
+    """RAPF's adapter training; replay amount is ``replay.per_class``, statistics follow ``memory``."""
+
+    lr: float = 1e-3  # adapter learning rate (AdamW, cosine schedule) [reconstruction] (RAPF's released configs: Adam 1e-3)
+    weight_decay: float = 0.0  # adapter weight decay [reconstruction] (RAPF's released code: 0)
+    epochs: int = 15  # passes over the task's cached features [reconstruction] (RAPF's released configs: 15)
+    batch_size: int = 100  # real features per step [reconstruction] (RAPF's released CIFAR-100 config: 100)
+    hinge: bool = True  # [paper] adaptive representation adjustment: hinge on neighbouring old/new class pairs
+    hinge_threshold: float = 0.55  # ||t_old - t_new|| of unit text embeddings below which two classes are neighbours [reconstruction] (released CIFAR-100 config 0.55, ImageNet-R 0.6)
+    hinge_margin: float = 0.1  # m: required cos(own text) - cos(neighbour's text) [reconstruction] (released code: 0.1)
+    hinge_weight: float = 1.0  # weight of L_hinge next to the cross-entropy [reconstruction] (released code: 1)
+    hinge_per_pair: int = 8  # pseudo-features of the old class per neighbour pair per step [reconstruction]
+    hinge_pairs: str = "all"  # all (every pair under the threshold) | nearest (each old class's nearest new class) [reconstruction]
+    fusion: bool = True  # [paper] decomposed parameter fusion of old and new adapter weights after each task
+    fusion_bias: float = 0.6  # b in lambda = min(1, Delta/max(Delta) + b); 1 = keep the new weights [reconstruction] (released CIFAR-100 config 0.6, ImageNet-R 0.7)
+
+
+def check_config(cfg: RapfConfig) -> None:
+    """One clear error for an impossible setting (fields are set after construction, so not in __post_init__)."""
+    if cfg.hinge_pairs not in HINGE_PAIRS:
+        raise UserError(f"bad value for rapf.hinge_pairs: {cfg.hinge_pairs!r}; use one of {HINGE_PAIRS}")
+    if cfg.fusion_bias < 0 or cfg.hinge_threshold < 0 or cfg.hinge_per_pair < 0 or cfg.batch_size < 1:
+        raise UserError("rapf.fusion_bias, rapf.hinge_threshold and rapf.hinge_per_pair must be >= 0, "
+                        "rapf.batch_size >= 1")
+
+
+# --------------------------------------------------------------------------- the two rules, as functions
+def neighbour_pairs(old_text: torch.Tensor, new_text: torch.Tensor, threshold: float,
+                    nearest: bool = False) -> torch.Tensor:
+    """(P, 2) index pairs (i into old_text, j into new_text) with ||t_i - t_j|| < threshold.
+
+    old_text (O, D), new_text (N, D): unit text embeddings. ``nearest`` keeps at most one pair per old class
+    (its nearest new class). Pairs come in row-major order (old index, then new index).
+    """
+    if old_text.numel() == 0 or new_text.numel() == 0:
+        return torch.zeros(0, 2, dtype=torch.long, device=old_text.device)
+    dist = torch.cdist(old_text.float(), new_text.float())  # (O, N)
+    close = dist < threshold  # (O, N)
+    if nearest:
+        close &= F.one_hot(dist.argmin(dim=1), dist.shape[1]).bool()
+    return close.nonzero()  # (P, 2)
+
+
+def hinge_loss(feats: torch.Tensor, own: torch.Tensor, rival: torch.Tensor, margin: float) -> torch.Tensor:
+    """mean_n max(0, margin - cos(f_n, own_n) + cos(f_n, rival_n)): each feature must be closer (in cosine)
+    to its own class text than to the rival text by ``margin``. feats, own, rival: (N, D) -> scalar."""
+    f = F.normalize(feats, dim=-1)  # (N, D)
+    gap = (f * F.normalize(own, dim=-1)).sum(-1) - (f * F.normalize(rival, dim=-1)).sum(-1)  # (N,)
+    return F.relu(margin - gap).mean()
+
+
+def fusion_weights(p_old: torch.Tensor, p_new: torch.Tensor, bias: float) -> torch.Tensor:
+    """lambda = min(1, |P_n - P_o| / max|P_n - P_o| + bias), elementwise (D, D); all ones if nothing moved."""
+    delta = (p_new - p_old).abs()  # (D, D)
+    top = delta.max()
+    if float(top) == 0.0:
+        return torch.ones_like(delta)
+    return (delta / top + bias).clamp(max=1.0)
+
+
+def fuse_adapter(w_old: torch.Tensor, w_new: torch.Tensor, bias: float) -> torch.Tensor:
+    """Decomposed parameter fusion (module docstring): W = U (lambda * U^T W_n + (1 - lambda) * S V^T),
+    W_o = U S V^T. w_old, w_new: (D, D) -> (D, D) in w_new's dtype; computed in float64."""
+    wo, wn = w_old.to(torch.float64), w_new.to(torch.float64)
+    u, s, vh = torch.linalg.svd(wo)  # (D, D), (D,), (D, D)
+    p_old = s[:, None] * vh  # (D, D) = U^T W_o
+    p_new = u.T @ wn  # (D, D)
+    lam = fusion_weights(p_old, p_new, bias)  # (D, D)
+    return (u @ (lam * p_new + (1.0 - lam) * p_old)).to(w_new.dtype)
+
+
+# --------------------------------------------------------------------------- the method
+@METHODS.register("rapf")
+class RAPF(Method):
+    name = "rapf"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        check_config(self.cfg.rapf)
+        dim = int(self.model.visual.output_dim)
+        self.adapter = torch.nn.Linear(dim, dim, bias=False).to(self.rt.device)
+        with torch.no_grad():
+            self.adapter.weight.copy_(torch.eye(dim))
+        self.bank = GaussianBank(self.cfg.memory, device=self.rt.device)
+
+    def train_task(self, task: Task) -> dict:
+        clock = time.time()
+        feats, labels = encode_dataset(self, task.train_plain, desc=f"task {task.index + 1} features")
+        info: dict = {"time_s": {"features": time.time() - clock}}
+        clock = time.time()
+        w_old = self.adapter.weight.detach().clone()  # (D, D)
+        pairs = self._pairs(task)
+        info["hinge_pairs"] = int(len(pairs))
+        info["loss"] = self._train_adapter(task, feats, labels, pairs)
+        if self.cfg.rapf.fusion and task.index > 0:
+            with torch.no_grad():
+                self.adapter.weight.copy_(fuse_adapter(w_old, self.adapter.weight, self.cfg.rapf.fusion_bias))
+        for c in task.classes:
+            self.bank.add(c, feats[labels == c])
+        info["time_s"]["train"] = time.time() - clock
+        return info
+
+    def _pairs(self, task: Task) -> torch.Tensor:
+        """Neighbour pairs (index into task.old, index into task.classes) for the hinge; (0, 2) if off."""
+        r = self.cfg.rapf
+        if not (r.hinge and task.old and r.hinge_per_pair > 0):
+            return torch.zeros(0, 2, dtype=torch.long, device=self.rt.device)
+        return neighbour_pairs(self.template_features(task.old), self.template_features(task.classes),
+                               r.hinge_threshold, nearest=r.hinge_pairs == "nearest")
+
+    def _train_adapter(self, task: Task, feats: torch.Tensor, labels: torch.Tensor, pairs: torch.Tensor) -> list[float]:
+        """Cross-entropy over the seen classes on real + replayed features, plus the hinge on neighbour pairs."""
+        r, dev = self.cfg.rapf, self.rt.device
+        protos = self.template_features(task.seen)  # (C, D)
+        lut = label_lut(task.seen, self.bench.n_classes, dev)
+        scale = self.scale()
+        n_rep = self.cfg.replay.per_class if (self.cfg.replay.enabled and task.old) else 0
+        n_hinge = r.hinge_per_pair if len(pairs) else 0
+        old_labels = torch.as_tensor(task.old, dtype=torch.long, device=dev)  # (O,)
+        if len(pairs):
+            own = self.template_features(task.old)[pairs[:, 0]].repeat_interleave(n_hinge, 0)  # (P*h, D)
+            rival = self.template_features(task.classes)[pairs[:, 1]].repeat_interleave(n_hinge, 0)  # (P*h, D)
+        # a device-side generator seeded from the task's generator: replay works on CUDA and resumes exactly
+        seed = int(torch.randint(2**62, (1,), generator=task.generator))
+        gen = torch.Generator(device=dev).manual_seed(seed)
+
+        def loss_fn(batch) -> torch.Tensor:
+            f, y = batch  # (B, D), (B,)
+            hinge = None
+            if n_rep + n_hinge:
+                z, _ = self.bank.sample(task.old, n_rep + n_hinge, gen)  # (O*(r+h), D), old classes in order
+                z = z.view(len(task.old), n_rep + n_hinge, -1)  # (O, r+h, D)
+                f = torch.cat([f, z[:, :n_rep].reshape(-1, z.shape[-1]).to(f.dtype)])  # (B + O*r, D)
+                y = torch.cat([y, old_labels.repeat_interleave(n_rep)])
+                if n_hinge:
+                    zh = z[pairs[:, 0], n_rep:].reshape(-1, z.shape[-1])  # (P*h, D)
+                    hinge = hinge_loss(self.adapter(zh), own, rival, r.hinge_margin)
+            logits = scale * F.normalize(self.adapter(f), dim=-1) @ protos.t().to(f.dtype)  # (B', C)
+            loss = F.cross_entropy(logits, lut[y])
+            return loss + r.hinge_weight * hinge if hinge is not None else loss
+
+        return fit(list(self.adapter.parameters()), feature_batches(feats, labels, r.batch_size, task.generator),
+                   loss_fn, r.epochs, r.lr, self.rt, weight_decay=r.weight_decay,
+                   desc=f"task {task.index + 1} adapter", hint="lower rapf.lr (e.g. --set rapf.lr=1e-4)")
+
+    # ---- evaluation and state
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.adapter(self.model.visual(images)), dim=-1)  # (B, D)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {"adapter.weight": self.adapter.weight.detach().clone()}
+        state.update({f"memory.{k}": v for k, v in self.bank.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            self.adapter.weight.copy_(state["adapter.weight"])
+        self.bank.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("memory.")})
