@@ -24,13 +24,17 @@ from dmc.models.clip import Backbone, build_backbone
 log = logging.getLogger(__name__)
 
 
-def load_datasets(cfg, bench: Benchmark, backbone: Backbone) -> dict[str, ImageDataset]:
+def load_datasets(cfg, bench: Benchmark, backbone: Backbone, split_file: Path | None = None) -> dict[str, ImageDataset]:
     """Train (training transform), train_plain (eval transform) and test datasets with remapped labels,
-    restricted to the benchmark's classes and to the per-class limits of smoke runs."""
+    restricted to the benchmark's classes and to the per-class limits of smoke runs. Sources with a
+    split of their own making (ImageNet-R) record it in `split_file`."""
     classes = sorted({c for task in bench.tasks for c in task})
+    raw = {split: bench.source.load(cfg.data, split) for split in ("train", "test")}
+    if split_file is not None and hasattr(bench.source, "save_split"):
+        bench.source.save_split(cfg.data, raw["train"], raw["test"], split_file)
     out = {}
     for split, limit in (("train", cfg.benchmark.train_per_class), ("test", cfg.benchmark.test_per_class)):
-        samples = bench.source.load(cfg.data, split)
+        samples = raw[split]
         labels = bench.remap(samples.targets)
         keep = np.nonzero(np.isin(labels, classes))[0]
         keep = keep[limit_per_class(labels[keep], limit)]
@@ -65,7 +69,8 @@ def prepare(cfg, out: Path | None, resume: Path | None, rt: Runtime | None = Non
         rundir = RunDir.create(out or default_out(cfg.benchmark.name, cfg.method)) if rt.is_main else None
     seed_everything(derive_seed(cfg.seed, "backbone"))
     backbone = build_backbone(cfg.model.backbone, cfg.model.pretrained)
-    data = load_datasets(cfg, bench, backbone)
+    fresh = rundir is not None and resume is None and rt.is_main
+    data = load_datasets(cfg, bench, backbone, rundir.path / "split.txt" if fresh else None)
     if rundir is not None and resume is None:
         config_mod.save(cfg, rundir.path / CONFIG)
         write_plan(bench, rundir.path / PLAN)
