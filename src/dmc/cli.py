@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench-ot", help="time OT calibration (100 old classes x 256 samples vs 5000 features)")
     b.add_argument("--dim", type=int, default=512)
     b.add_argument("--device", default="cpu")
+    s = sub.add_parser("bench-speed", help="images/s of stage 1 and evaluation, stage-2 steps/s, peak memory (random weights)")
+    s.add_argument("--backbone", default="ViT-B-16")
+    s.add_argument("--batch", type=int, default=32)
+    s.add_argument("--classes", type=int, default=100, help="classes whose prompts stage 2 encodes per step")
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--trainable", default="all", help="trainable part of the image tower (stage 1)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--precision", default="auto")
     return p
 
 
@@ -141,8 +149,18 @@ def cmd_bench_ot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    from dmc.engine.bench import bench_speed
+    from dmc.engine.runtime import make_runtime
+
+    rt = make_runtime(args.device, args.precision, progress=False)
+    print(json.dumps(bench_speed(rt, args.backbone, args.batch, args.classes, args.repeats, args.trainable), indent=1))
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare, "world": cmd_world,
-            "pretrain-toy": cmd_pretrain_toy, "bench-ot": cmd_bench_ot}
+            "pretrain-toy": cmd_pretrain_toy, "bench-ot": cmd_bench_ot,
+            "bench-speed": cmd_bench_speed}
 
 
 def main(argv: list[str] | None = None) -> int:

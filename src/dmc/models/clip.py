@@ -147,11 +147,15 @@ def encode_text_embeddings(model: nn.Module, emb: torch.Tensor, ids: torch.Tenso
     """open_clip's encode_text, starting from token embeddings (C, L, W) instead of ids.
 
     `ids` (C, L) are the token ids the embeddings stand for; they only locate the pooled (EOT) token.
+    L may be shorter than the context length: with the causal mask, positions after the last EOT never
+    influence the pooled token, so callers may trim them (exact, and 2-4x cheaper for short prompts).
     Returns unnormalised text features (C, D).
     """
     cast = model.transformer.get_cast_dtype()
-    x = emb.to(cast) + model.positional_embedding.to(cast)  # (C, L, W)
-    x = model.transformer(x, attn_mask=model.attn_mask)
+    n = emb.shape[1]
+    x = emb.to(cast) + model.positional_embedding[:n].to(cast)  # (C, L, W)
+    mask = model.attn_mask[:n, :n] if model.attn_mask is not None else None
+    x = model.transformer(x, attn_mask=mask)
     x = model.ln_final(x)
     x = text_global_pool(x, ids, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
     if isinstance(model.text_projection, nn.Linear):

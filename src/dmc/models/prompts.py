@@ -85,7 +85,9 @@ class PromptLearner(nn.Module):
         """Normalised text features (C, D) of the given class positions (default: all)."""
         idx = torch.arange(len(self.names)) if classes is None else torch.as_tensor(classes)
         ids = self.ids[idx.to(self.ids.device)]  # (C, L)
-        emb = self.model.token_embedding(ids)  # (C, L, W)
+        if getattr(self.model, "text_pool_type", "argmax") == "argmax":
+            ids = ids[:, : int(ids.argmax(dim=1).max()) + 1]  # trim after the last EOT (causal mask: exact)
+        emb = self.model.token_embedding(ids)  # (C, L', W)
         n_slots = self.n_task + self.n_ctx
         if n_slots:
             learned = [torch.cat([self.task_ctx[self.task_of[int(c)]], self.ctx], 0) for c in idx]
