@@ -79,3 +79,13 @@ def test_smoke_run_end_to_end_and_compare(capsys, tmp_path):
     assert "Avg" in out and (tmp_path / "a" / "summary.json").exists()
     code, out, _ = run_cli(capsys, "compare", str(tmp_path / "a"), "--plot", str(tmp_path / "c.png"))
     assert code == 0 and "| dmc | synthetic |" in out and (tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("item, needle", [
+    ("calibration.method=magic", "bad value in calibration"),
+    ("memory.covariance=sparse", "bad value in memory"),
+    ("vision.loss_scope=everything", "bad value for vision.loss_scope"),
+])
+def test_section_checks_run_on_overrides(capsys, tmp_path, item, needle):
+    code, _, err = run_cli(capsys, "run", "--benchmark", "synthetic", "--set", item, "--out", str(tmp_path / "r"))
+    assert code == 2 and needle in err and "Traceback" not in err

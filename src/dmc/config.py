@@ -20,6 +20,7 @@ from dmc.calibration import CalibrationConfig
 from dmc.data.sources.base import DataConfig
 from dmc.errors import UserError
 from dmc.memory.gaussian import MemoryConfig
+from dmc.methods.rapf import RapfConfig
 
 
 @dataclass
@@ -109,10 +110,19 @@ class RunConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     dmc: DmcConfig = field(default_factory=DmcConfig)
+    rapf: RapfConfig = field(default_factory=RapfConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+
+CHOICES = {
+    "vision.loss_scope": ("seen", "task"),
+    "vision.anchors": ("prompts", "template"),
+    "prompt.init": ("template", "random"),
+    "checkpoint.keep": ("all", "last"),
+    "model.precision": ("auto", "fp32", "bf16"),
+}
 
 SMOKE = {
     "benchmark.max_tasks": 3,
@@ -171,7 +181,10 @@ def set_key(cfg: RunConfig, key: str, value: Any) -> None:
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(getattr(obj, part)):
                 raise UserError(f"config key {key!r} is a section; set one of its fields")
-            setattr(obj, part, _coerce(value, types_[part], key))
+            value = _coerce(value, types_[part], key)
+            if key in CHOICES and value not in CHOICES[key]:
+                raise UserError(f"bad value for {key}: {value!r}; choose one of: {', '.join(CHOICES[key])}")
+            setattr(obj, part, value)
         else:
             obj = getattr(obj, part)
             if not dataclasses.is_dataclass(obj):
@@ -238,7 +251,20 @@ def resolve(
         set_key(cfg, key, value)
     for item in sets or []:
         set_key(cfg, *parse_set(item))
+    validate(cfg)
     return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Re-run each section's own checks (`__post_init__`) on the final values; errors name the section."""
+    for f in dataclasses.fields(cfg):
+        section = getattr(cfg, f.name)
+        check = getattr(section, "__post_init__", None)
+        if dataclasses.is_dataclass(section) and check is not None:
+            try:
+                check()
+            except ValueError as exc:
+                raise UserError(f"bad value in {f.name}: {exc}") from None
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -257,4 +283,5 @@ def load(path: Path) -> RunConfig:
         raise UserError(f"cannot read config {path}: {exc}") from None
     cfg = RunConfig()
     apply_dict(cfg, tree)
+    validate(cfg)
     return cfg
