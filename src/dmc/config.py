@@ -130,6 +130,7 @@ SMOKE = {
     "benchmark.test_per_class": 4,
     "vision.epochs": 1,
     "prompt.epochs": 1,
+    "rapf.epochs": 1,
 }
 
 

@@ -31,6 +31,14 @@ class Task:
     # plain training images of any classes: for opt-in diagnostics only, never for training
     reference: Optional[Callable[[list[int]], ImageDataset]] = None
 
+    def generator_on(self, device: torch.device | str) -> torch.Generator:
+        """A generator on `device` (samplers must draw on the device of the statistics), derived from the
+        task's generator so that runs and resumes stay reproducible; the task's own one on CPU."""
+        if torch.device(device).type == "cpu":
+            return self.generator
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        return torch.Generator(device=device).manual_seed(seed)
+
     @property
     def old(self) -> list[int]:
         new = set(self.classes)

@@ -48,9 +48,10 @@ class DMC(Method):
         if not (self.cfg.replay.enabled and task.old):
             return None
         old, n = task.old, self.cfg.replay.per_class
+        gen = task.generator_on(self.rt.device)
 
         def draw() -> tuple[torch.Tensor, torch.Tensor]:
-            feats, labels = self.bank.sample(old, n, task.generator)
+            feats, labels = self.bank.sample(old, n, gen)
             return feats.to(self.rt.device), labels.to(self.rt.device)
 
         return draw
@@ -118,7 +119,7 @@ class DMC(Method):
         if self.cfg.calibration.method != "none":
             old_feats, _ = encode_dataset(self, task.train_plain, visual=old_visual, desc="old-encoder features")
             means, covs = calibrate_gaussians(stored_means, stored_covs, old_feats, new_feats,
-                                              self.cfg.calibration, task.generator)
+                                              self.cfg.calibration, task.generator_on(self.rt.device))
             for i, c in enumerate(old_classes):
                 self.bank.set_stats(c, means[i], covs[i])
         if self.cfg.diagnostics.drift and task.reference is not None:

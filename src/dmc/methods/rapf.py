@@ -36,6 +36,10 @@ kept; entries that moved little are pulled back toward the old ones:
 
 with b = ``fusion_bias`` (elementwise products). b >= 1 keeps W_n; the rule does not depend on the sign
 ambiguity of the SVD, and it commutes with a rotation of the output space (W -> Q W for orthogonal Q).
+No fusion after the first task (there is no earlier adapter to keep).
+
+Also [reconstruction]: the shared ``fit`` (AdamW, cosine schedule) instead of Adam with step decay, and every
+old class replayed in every step rather than a rotating few.
 """
 from __future__ import annotations
 
@@ -45,11 +49,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dmc.errors import UserError
+from dmc.engine.train import fit
 from dmc.memory.gaussian import GaussianBank
 from dmc.methods.base import METHODS, Method, Task
 from dmc.methods.stages import encode_dataset, feature_batches, label_lut
-from dmc.engine.train import fit
 
 HINGE_PAIRS = ("all", "nearest")
 
@@ -58,27 +61,24 @@ HINGE_PAIRS = ("all", "nearest")
 class RapfConfig:
     """RAPF's adapter training; replay amount is ``replay.per_class``, statistics follow ``memory``."""
 
-    lr: float = 1e-3  # adapter learning rate (AdamW, cosine schedule) [reconstruction] (RAPF's released configs: Adam 1e-3)
+    lr: float = 1e-3  # adapter learning rate (AdamW, cosine) [reconstruction] (RAPF's released configs: Adam 1e-3)
     weight_decay: float = 0.0  # adapter weight decay [reconstruction] (RAPF's released code: 0)
     epochs: int = 15  # passes over the task's cached features [reconstruction] (RAPF's released configs: 15)
     batch_size: int = 100  # real features per step [reconstruction] (RAPF's released CIFAR-100 config: 100)
     hinge: bool = True  # [paper] adaptive representation adjustment: hinge on neighbouring old/new class pairs
-    hinge_threshold: float = 0.55  # ||t_old - t_new|| of unit text embeddings below which two classes are neighbours [reconstruction] (released CIFAR-100 config 0.55, ImageNet-R 0.6)
+    hinge_threshold: float = 0.55  # neighbours if ||t_old - t_new|| < this (unit text embeddings) [reconstruction] (released: CIFAR-100 0.55, ImageNet-R 0.6)
     hinge_margin: float = 0.1  # m: required cos(own text) - cos(neighbour's text) [reconstruction] (released code: 0.1)
     hinge_weight: float = 1.0  # weight of L_hinge next to the cross-entropy [reconstruction] (released code: 1)
     hinge_per_pair: int = 8  # pseudo-features of the old class per neighbour pair per step [reconstruction]
-    hinge_pairs: str = "all"  # all (every pair under the threshold) | nearest (each old class's nearest new class) [reconstruction]
+    hinge_pairs: str = "all"  # all (every pair under the threshold) | nearest (old class's nearest new one) [reconstruction]
     fusion: bool = True  # [paper] decomposed parameter fusion of old and new adapter weights after each task
-    fusion_bias: float = 0.6  # b in lambda = min(1, Delta/max(Delta) + b); 1 = keep the new weights [reconstruction] (released CIFAR-100 config 0.6, ImageNet-R 0.7)
+    fusion_bias: float = 0.6  # b in lambda = min(1, Delta/max Delta + b); 1 keeps W_new [reconstruction] (released: CIFAR-100 0.6, ImageNet-R 0.7)
 
-
-def check_config(cfg: RapfConfig) -> None:
-    """One clear error for an impossible setting (fields are set after construction, so not in __post_init__)."""
-    if cfg.hinge_pairs not in HINGE_PAIRS:
-        raise UserError(f"bad value for rapf.hinge_pairs: {cfg.hinge_pairs!r}; use one of {HINGE_PAIRS}")
-    if cfg.fusion_bias < 0 or cfg.hinge_threshold < 0 or cfg.hinge_per_pair < 0 or cfg.batch_size < 1:
-        raise UserError("rapf.fusion_bias, rapf.hinge_threshold and rapf.hinge_per_pair must be >= 0, "
-                        "rapf.batch_size >= 1")
+    def __post_init__(self) -> None:  # config.validate re-runs this after overrides
+        if self.hinge_pairs not in HINGE_PAIRS:
+            raise ValueError(f"hinge_pairs must be one of {HINGE_PAIRS}, got {self.hinge_pairs!r}")
+        if min(self.fusion_bias, self.hinge_threshold, self.hinge_per_pair, self.epochs) < 0 or self.batch_size < 1:
+            raise ValueError("fusion_bias, hinge_threshold, hinge_per_pair and epochs must be >= 0; batch_size >= 1")
 
 
 # --------------------------------------------------------------------------- the two rules, as functions
@@ -115,15 +115,15 @@ def fusion_weights(p_old: torch.Tensor, p_new: torch.Tensor, bias: float) -> tor
     return (delta / top + bias).clamp(max=1.0)
 
 
-def fuse_adapter(w_old: torch.Tensor, w_new: torch.Tensor, bias: float) -> torch.Tensor:
+def fuse_adapter(w_old: torch.Tensor, w_new: torch.Tensor, bias: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Decomposed parameter fusion (module docstring): W = U (lambda * U^T W_n + (1 - lambda) * S V^T),
-    W_o = U S V^T. w_old, w_new: (D, D) -> (D, D) in w_new's dtype; computed in float64."""
+    W_o = U S V^T. w_old, w_new: (D, D) -> fused W (D, D) in w_new's dtype and lambda (D, D) float64."""
     wo, wn = w_old.to(torch.float64), w_new.to(torch.float64)
     u, s, vh = torch.linalg.svd(wo)  # (D, D), (D,), (D, D)
     p_old = s[:, None] * vh  # (D, D) = U^T W_o
     p_new = u.T @ wn  # (D, D)
     lam = fusion_weights(p_old, p_new, bias)  # (D, D)
-    return (u @ (lam * p_new + (1.0 - lam) * p_old)).to(w_new.dtype)
+    return (u @ (lam * p_new + (1.0 - lam) * p_old)).to(w_new.dtype), lam
 
 
 # --------------------------------------------------------------------------- the method
@@ -133,7 +133,6 @@ class RAPF(Method):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        check_config(self.cfg.rapf)
         dim = int(self.model.visual.output_dim)
         self.adapter = torch.nn.Linear(dim, dim, bias=False).to(self.rt.device)
         with torch.no_grad():
@@ -150,8 +149,10 @@ class RAPF(Method):
         info["hinge_pairs"] = int(len(pairs))
         info["loss"] = self._train_adapter(task, feats, labels, pairs)
         if self.cfg.rapf.fusion and task.index > 0:
+            fused, lam = fuse_adapter(w_old, self.adapter.weight.detach(), self.cfg.rapf.fusion_bias)
             with torch.no_grad():
-                self.adapter.weight.copy_(fuse_adapter(w_old, self.adapter.weight, self.cfg.rapf.fusion_bias))
+                self.adapter.weight.copy_(fused)
+            info["fusion_mean_lambda"] = float(lam.mean())  # share of the task's update kept
         for c in task.classes:
             self.bank.add(c, feats[labels == c])
         info["time_s"]["train"] = time.time() - clock
@@ -177,28 +178,31 @@ class RAPF(Method):
         if len(pairs):
             own = self.template_features(task.old)[pairs[:, 0]].repeat_interleave(n_hinge, 0)  # (P*h, D)
             rival = self.template_features(task.classes)[pairs[:, 1]].repeat_interleave(n_hinge, 0)  # (P*h, D)
-        # a device-side generator seeded from the task's generator: replay works on CUDA and resumes exactly
-        seed = int(torch.randint(2**62, (1,), generator=task.generator))
-        gen = torch.Generator(device=dev).manual_seed(seed)
+        gen = task.generator_on(dev)  # replay draws on the statistics' device
+
+        adapter = self.rt.wrap(self.adapter)  # DistributedDataParallel under torchrun
 
         def loss_fn(batch) -> torch.Tensor:
             f, y = batch  # (B, D), (B,)
-            hinge = None
+            zh = f[:0]
             if n_rep + n_hinge:
                 z, _ = self.bank.sample(task.old, n_rep + n_hinge, gen)  # (O*(r+h), D), old classes in order
-                z = z.view(len(task.old), n_rep + n_hinge, -1)  # (O, r+h, D)
-                f = torch.cat([f, z[:, :n_rep].reshape(-1, z.shape[-1]).to(f.dtype)])  # (B + O*r, D)
+                z = z.view(len(task.old), n_rep + n_hinge, -1).to(f.dtype)  # (O, r+h, D)
+                f = torch.cat([f, z[:, :n_rep].reshape(-1, z.shape[-1])])  # (B + O*r, D)
                 y = torch.cat([y, old_labels.repeat_interleave(n_rep)])
-                if n_hinge:
-                    zh = z[pairs[:, 0], n_rep:].reshape(-1, z.shape[-1])  # (P*h, D)
-                    hinge = hinge_loss(self.adapter(zh), own, rival, r.hinge_margin)
-            logits = scale * F.normalize(self.adapter(f), dim=-1) @ protos.t().to(f.dtype)  # (B', C)
+                zh = z[pairs[:, 0], n_rep:].reshape(-1, z.shape[-1])  # (P*h, D); (0, D) without pairs
+            out = adapter(torch.cat([f, zh]))  # one forward (DDP): (B' + P*h, D)
+            logits = scale * F.normalize(out[:len(f)], dim=-1) @ protos.t().to(out.dtype)  # (B', C)
             loss = F.cross_entropy(logits, lut[y])
-            return loss + r.hinge_weight * hinge if hinge is not None else loss
+            if not len(zh):
+                return loss
+            return loss + r.hinge_weight * hinge_loss(out[len(f):], own, rival, r.hinge_margin)
 
-        return fit(list(self.adapter.parameters()), feature_batches(feats, labels, r.batch_size, task.generator),
-                   loss_fn, r.epochs, r.lr, self.rt, weight_decay=r.weight_decay,
-                   desc=f"task {task.index + 1} adapter", hint="lower rapf.lr (e.g. --set rapf.lr=1e-4)")
+        batches = feature_batches(feats, labels, self.rt.local_batch(r.batch_size), task.generator, self.rt.rank,
+                                  self.rt.world_size)
+        return fit(list(self.adapter.parameters()), batches, loss_fn, r.epochs, r.lr, self.rt,
+                   weight_decay=r.weight_decay, desc=f"task {task.index + 1} adapter",
+                   hint="lower rapf.lr (e.g. --set rapf.lr=1e-4)")
 
     # ---- evaluation and state
     def image_features(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,41 @@
+"""Print the Markdown table of every config field (default, meaning, provenance) for docs/method.md.
+
+Reads the dataclass definitions' trailing comments, so the docs and the code cannot drift apart:
+`python tools/config_table.py > /tmp/table.md`; tests/test_docs.py checks every field is documented.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import sys
+
+from dmc.config import RunConfig
+
+
+def rows(section_obj, prefix: str):
+    src = inspect.getsource(type(section_obj))
+    comments = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", src, flags=re.M))
+    for f in dataclasses.fields(section_obj):
+        value = getattr(section_obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from rows(value, key + ".")
+            continue
+        note = comments.get(f.name, "")
+        prov = re.findall(r"\[(paper[^\]]*|reconstruction)\]", note)
+        note = re.sub(r"\s*\[(paper[^\]]*|reconstruction)\]\s*", " ", note).strip()
+        note = note.replace("|", "/")
+        yield key, value, note, prov[0] if prov else "harness"
+
+
+def main() -> None:
+    cfg = RunConfig()
+    print("| key | default | meaning | provenance |")
+    print("|---|---|---|---|")
+    for key, value, note, prov in rows(cfg, ""):
+        print(f"| `{key}` | `{value!r}` | {note} | {prov} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
