@@ -27,7 +27,11 @@ class ArrayNormalize:
 
     def __call__(self, img: Image.Image | np.ndarray) -> torch.Tensor:
         arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img, dtype=np.uint8)
-        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
+        return self.batch(arr[None])[0]
+
+    def batch(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> (B, 3, H, W): a whole batch in one tensor op (in-memory datasets)."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self.mean) / self.std
 
 

@@ -49,7 +49,9 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False,
-               generator: torch.Generator | None = None) -> DataLoader:
+               generator: torch.Generator | None = None):
+        if ArrayBatches.supports(dataset):
+            return ArrayBatches(dataset, batch_size, shuffle, generator)
         cuda = self.device.type == "cuda"
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                           num_workers=self.num_workers, pin_memory=cuda,
@@ -92,6 +94,30 @@ class Runtime:
     def shard(self, n: int) -> np.ndarray:
         """Indices of this rank's share of n items (all of them without torchrun)."""
         return np.arange(self.rank, n, self.world_size)
+
+
+class ArrayBatches:
+    """Batches of an in-memory uint8 dataset whose transform works on whole batches (the glyph world):
+    one tensor op per batch instead of a DataLoader collating per-image tensors (about 10x faster)."""
+
+    def __init__(self, dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None) -> None:
+        self.dataset, self.batch_size, self.shuffle, self.generator = dataset, batch_size, shuffle, generator
+
+    @staticmethod
+    def supports(dataset) -> bool:
+        samples = getattr(dataset, "samples", None)
+        return isinstance(getattr(samples, "items", None), np.ndarray) and hasattr(dataset.transform, "batch")
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.generator).numpy() if self.shuffle else np.arange(n)
+        items, labels = self.dataset.samples.items, self.dataset.labels
+        for i in range(0, n, self.batch_size):
+            idx = np.sort(order[i:i + self.batch_size]) if not self.shuffle else order[i:i + self.batch_size]
+            yield self.dataset.transform.batch(items[idx]), torch.from_numpy(labels[idx])
 
 
 def init_distributed(device: str) -> tuple[int, int, str]:
