@@ -137,8 +137,14 @@ def cmd_world(args: argparse.Namespace) -> int:
 def cmd_pretrain_toy(args: argparse.Namespace) -> int:
     from dmc.models import toy
 
-    model = toy.get_toy(rebuild=args.force)
-    print(f"toy CLIP ready: {toy.toy_cache_path(toy.PretrainConfig())} ({sum(p.numel() for p in model.parameters())} parameters)")
+    cfg = toy.PretrainConfig()
+    path = toy.toy_cache_path(cfg)
+    if args.force and path.exists():
+        path.unlink()
+    toy.get_toy(cfg)
+    report = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
+    zs = report.get("clean_zero_shot")
+    print(f"toy CLIP: {path}" + (f" (clean zero-shot {100 * zs:.1f}%)" if zs is not None else ""))
     return 0
 
 

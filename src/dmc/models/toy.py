@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dmc.data import glyphs
+from dmc.data.transforms import ArrayNormalize
 from dmc.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ _SECONDS_PER_STEP = 0.3  # rough CPU cost of one pretraining step (2 cores), for
 
 @dataclass
 class PretrainConfig:
-    steps: int = 600  # optimiser steps; each batch holds one clean image and one caption per class
+    steps: int = 800  # optimiser steps; each batch holds one clean image and one caption per class
     lr: float = 1e-3  # peak AdamW learning rate (2e-3 collapsed in the feasibility runs)
     warmup: int = 50  # linear warmup steps before the cosine decay to zero
     weight_decay: float = 0.05  # AdamW decay on weight matrices only (not biases, norms, embeddings)
@@ -64,20 +65,16 @@ def toy_tokenizer() -> open_clip.tokenizer.SimpleTokenizer:
 
 def images_to_tensor(images: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
     """Batch transform: uint8 (N, H, W, 3) -> normalised float (N, 3, H, W)."""
-    x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
+    x = torch.tensor(np.asarray(images)).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
     mean = torch.tensor(TOY_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(TOY_STD).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
-def toy_preprocess() -> Callable[[Union[Image.Image, np.ndarray]], torch.Tensor]:
-    """Per-image transform: PIL image or uint8 (H, W, 3) array -> normalised float (3, H, W)."""
-
-    def transform(img: Union[Image.Image, np.ndarray]) -> torch.Tensor:
-        arr = np.asarray(img.convert("RGB")) if isinstance(img, Image.Image) else np.asarray(img)
-        return images_to_tensor(arr[None])[0]
-
-    return transform
+def toy_preprocess() -> ArrayNormalize:
+    """Per-image transform (PIL image or uint8 (H, W, 3) array -> normalised (3, H, W)) that also
+    transforms whole uint8 batches at once (`.batch`), which the engine uses for in-memory data."""
+    return ArrayNormalize(TOY_MEAN, TOY_STD)
 
 
 @torch.no_grad()

@@ -1,0 +1,296 @@
+"""The offline glyph world: 100 character classes rendered in two domains, with no download.
+
+The clean domain (font set A, flat colours, upright, centred) pretrains the toy CLIP; the renditions domain
+(font set B, geometric jitter, textured backgrounds, noise and blur) is the CIL benchmark. The two font sets
+are disjoint, so the benchmark is a genuine domain shift rather than new draws of the pretraining data.
+Every image is a pure function of (seed, domain, class, index), so a class renders the same whatever other
+classes are requested alongside it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from dmc.data.world_config import WorldConfig
+
+log = logging.getLogger(__name__)
+
+# Chosen greedily (Latin, digits, Greek, Cyrillic) so that no two glyphs look alike in any font
+# (max-over-fonts pixel correlation < 0.96); case pairs that differ only in size are left out.
+CLASS_CHARS = (
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghkmnopqrtuy023456789"
+    "ΓΔΞΣΦΨΩαβδεζηικλμνξςστυφω"
+    "ЁБДЖЙЛЦЧШЩЪЫЭЮЯдйнфъыьё"
+)
+SIZE = 32  # image side in pixels
+RENDER_VERSION = 1  # bump when the rendering recipe changes: it invalidates cached arrays
+FONT_SET_A = tuple(  # clean domain (pretraining)
+    f"DejaVuSans{m}{s}.ttf" for m in ("", "Mono") for s in ("", "-Bold", "-Oblique", "-BoldOblique")
+)
+FONT_SET_B = tuple(f"DejaVuSerif{s}.ttf" for s in ("", "-Bold", "-Italic", "-BoldItalic")) + tuple(
+    f"STIXGeneral{s}.ttf" for s in ("", "Bol", "Italic", "BolIta")
+)  # renditions domain
+_DOMAIN_CODE = {"clean": 1, "renditions": 2}
+_SPLIT_CODE = {"train": 11, "test": 22}
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def class_names() -> list[str]:
+    """The 100 class names in native id order, e.g. "greek small letter final sigma"."""
+    return [unicodedata.name(ch).lower() for ch in CLASS_CHARS]
+
+
+def cache_dir() -> Path:
+    """Where rendered arrays and the toy CLIP live: $DMC_CACHE, else $XDG_CACHE_HOME/dmc or ~/.cache/dmc."""
+    if os.environ.get("DMC_CACHE"):
+        return Path(os.environ["DMC_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dmc"
+
+
+def split_seed(seed: int, split: str) -> int:
+    """Derive the rendering seed of a split, so that train and test are disjoint random draws."""
+    if split not in _SPLIT_CODE:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return int(np.random.SeedSequence([seed, _SPLIT_CODE[split]]).generate_state(1)[0])
+
+
+# ----------------------------------------------------------------------------------------------- fonts
+def _wheel_font_dir() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
+def _covers_classes(path: Path) -> bool:
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        charmap = FT2Font(str(path)).get_charmap()
+    except Exception:  # unreadable or unsupported font file
+        return False
+    return all(ord(ch) in charmap for ch in CLASS_CHARS)
+
+
+@lru_cache(maxsize=1)
+def _system_fonts() -> tuple[Path, ...]:
+    """System fonts that cover all 100 classes; LastResort draws placeholders, so it never counts."""
+    from matplotlib import font_manager
+
+    wheel = _wheel_font_dir().resolve()
+    found = sorted({Path(p).resolve() for p in font_manager.findSystemFonts(fontext="ttf")})
+    keep = [p for p in found if wheel not in p.parents and "lastresort" not in p.name.lower()]
+    return tuple(p for p in keep if _covers_classes(p))
+
+
+def font_paths(domain: str, system_fonts: bool = False) -> list[Path]:
+    """Font files of a domain. System fonts (opt-in) join the renditions set only, keeping A and B disjoint."""
+    names = {"clean": FONT_SET_A, "renditions": FONT_SET_B}[domain]
+    paths = [_wheel_font_dir() / n for n in names]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"matplotlib fonts missing: {', '.join(missing)}")
+    if system_fonts and domain == "renditions":
+        paths += [p for p in _system_fonts() if p.name not in FONT_SET_A]
+    return paths
+
+
+@lru_cache(maxsize=None)
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def font_manifest(system_fonts: bool = False) -> list[dict[str, str]]:
+    """Name and sha256 of every font file per domain: recorded in run configs so images can be traced."""
+    return [
+        {"domain": d, "name": p.name, "sha256": _sha256(p)}
+        for d in ("clean", "renditions")
+        for p in font_paths(d, system_fonts)
+    ]
+
+
+# ------------------------------------------------------------------------------------------- rendering
+@lru_cache(maxsize=20000)
+def _glyph_mask(path: Path, size: int, ch: str) -> Image.Image:
+    """The glyph's ink, cropped to its bounding box, as an 8-bit coverage mask."""
+    font = ImageFont.truetype(str(path), size)
+    left, top, right, bottom = font.getbbox(ch)
+    canvas = Image.new("L", (right - left + 8, bottom - top + 8), 0)
+    ImageDraw.Draw(canvas).text((4 - left, 4 - top), ch, font=font, fill=255)
+    return canvas.crop(canvas.getbbox() or (0, 0, 1, 1))
+
+
+def _place(mask: Image.Image, side: int, cx: float, cy: float) -> Image.Image:
+    """Paste a mask on an empty side x side canvas with its box centred at (cx, cy), clipping the rest."""
+    canvas = Image.new("L", (side, side), 0)
+    canvas.paste(mask, (int(round(cx - mask.width / 2)), int(round(cy - mask.height / 2))))
+    return canvas
+
+
+def _contrasting(rng: np.random.Generator, bg_luma: float, min_contrast: float) -> np.ndarray:
+    """A random RGB colour whose luminance differs from bg_luma by at least min_contrast."""
+    for _ in range(32):
+        c = rng.random(3)
+        if abs(float(c @ _LUMA) - bg_luma) >= min_contrast:
+            return c
+    return np.zeros(3) if bg_luma > 0.5 else np.ones(3)
+
+
+def _clean_colours(rng: np.random.Generator, colour: float) -> tuple[np.ndarray, np.ndarray]:
+    """(glyph, background) RGB: grey ink on light paper, or with probability `colour` any contrasting pair."""
+    if rng.random() >= colour:
+        return np.full(3, rng.uniform(0.0, 0.25)), np.full(3, rng.uniform(0.8, 1.0))
+    bg = rng.random(3)
+    return _contrasting(rng, float(bg @ _LUMA), 0.4), bg
+
+
+def _one_clean(rng: np.random.Generator, ch: str, fonts: Sequence[Path], colour: float) -> np.ndarray:
+    font = fonts[rng.integers(len(fonts))]
+    mask = _glyph_mask(font, int(rng.integers(20, 25)), ch)
+    dx, dy = rng.uniform(-1.0, 1.0, size=2)
+    m = np.asarray(_place(mask, SIZE, SIZE / 2 + dx, SIZE / 2 + dy), np.float32)[..., None] / 255.0
+    fg, bg = _clean_colours(rng, colour)
+    img = bg * (1.0 - m) + fg * m  # (32, 32, 3)
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _background(rng: np.random.Generator, s: float) -> np.ndarray:
+    """Flat colour, two-colour gradient, sinusoidal stripes or bicubic blotches; texture grows with s."""
+    c0 = rng.random(3)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / (SIZE - 1.0)
+    kind = rng.integers(4)
+    if kind == 0:
+        return np.broadcast_to(c0, (SIZE, SIZE, 3)).copy()
+    if kind == 1:
+        theta = rng.uniform(0, 2 * np.pi)
+        t = (xx * np.cos(theta) + yy * np.sin(theta))[..., None]
+        t = (t - t.min()) / (np.ptp(t) + 1e-8)
+        c1 = c0 + min(1.0, 0.3 + s) * (rng.random(3) - c0)
+        return c0 + t * (c1 - c0)
+    if kind == 2:
+        theta, phase, freq = rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi), rng.uniform(1.5, 4.0)
+        wave = np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)[..., None]
+        return np.clip(c0 + 0.6 * s * wave * rng.uniform(-1, 1, 3), 0, 1)
+    small = Image.fromarray((rng.random((4, 4, 3)) * 255).astype(np.uint8))
+    blot = np.asarray(small.resize((SIZE, SIZE), Image.BICUBIC), np.float64) / 255.0
+    return np.clip(c0 + 0.6 * s * (blot - 0.5) * 2, 0, 1)
+
+
+def _rendition_mask(rng: np.random.Generator, ch: str, fonts: Sequence[Path], s: float) -> np.ndarray:
+    """Geometric part of a rendition: drawn at 2x with scale, rotation and offset, box-downsampled."""
+    font = fonts[rng.integers(len(fonts))]
+    size = rng.integers(20, 25) * rng.uniform(1 - 0.3 * s, 1 + 0.15 * s)
+    mask = _glyph_mask(font, int(round(2 * size)), ch).rotate(
+        rng.uniform(-30 * s, 30 * s), resample=Image.BICUBIC, expand=True
+    )
+    dx, dy = rng.uniform(-6 * s, 6 * s, size=2)
+    big = _place(mask, 2 * SIZE, SIZE + 2 * dx, SIZE + 2 * dy)
+    return np.asarray(big.resize((SIZE, SIZE), Image.BOX), np.float64)[..., None] / 255.0  # (32, 32, 1)
+
+
+def _one_rendition(rng: np.random.Generator, ch: str, fonts: Sequence[Path], s: float) -> np.ndarray:
+    m = _rendition_mask(rng, ch, fonts, s)
+    bg = _background(rng, s)  # (32, 32, 3)
+    fg = _contrasting(rng, float(bg.mean(axis=(0, 1)) @ _LUMA), 0.45 - 0.2 * s)
+    img = Image.fromarray(np.clip((bg * (1 - m) + fg * m) * 255 + 0.5, 0, 255).astype(np.uint8))
+    radius = rng.uniform(0, 1.0 * s)
+    if radius > 0.05:
+        img = img.filter(ImageFilter.GaussianBlur(radius))
+    out = np.asarray(img, np.float64) + rng.normal(0, rng.uniform(0, 0.08 * s), (SIZE, SIZE, 3)) * 255
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _render(domain: str, class_ids: Sequence[int], n: int, seed: int, draw: Callable) -> tuple:
+    """Render n images per class, each class from its own random stream (seed, domain, class)."""
+    images = np.empty((len(class_ids) * n, SIZE, SIZE, 3), np.uint8)  # (N, 32, 32, 3)
+    for i, cid in enumerate(class_ids):
+        rng = np.random.default_rng([seed, _DOMAIN_CODE[domain], int(cid)])
+        for j in range(n):
+            images[i * n + j] = draw(rng, CLASS_CHARS[cid])
+    targets = np.repeat(np.asarray(class_ids, np.int64), n)  # (N,)
+    return images, targets
+
+
+def render_clean(
+    class_ids: Sequence[int], n_per_class: int, seed: int, colour: float = 0.75
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clean-domain images (font set A, upright, flat colours): uint8 (N, 32, 32, 3) and int64 targets (N,).
+
+    `colour` is the fraction drawn in random contrasting colours instead of grey on paper: pretraining on
+    grey only leaves the toy CLIP blind to colour, so renditions zero-shot would sit near chance.
+    """
+    fonts = font_paths("clean")
+    return _render("clean", class_ids, n_per_class, seed, lambda r, ch: _one_clean(r, ch, fonts, colour))
+
+
+def render_renditions(
+    class_ids: Sequence[int], n_per_class: int, seed: int, severity: float, system_fonts: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Renditions (font set B, jitter, textures, noise, blur at `severity` in [0, 1]): like render_clean."""
+    if not 0.0 <= severity <= 1.0:
+        raise ValueError(f"severity must be in [0, 1], got {severity}")
+    fonts = font_paths("renditions", system_fonts)
+    draw = lambda r, ch: _one_rendition(r, ch, fonts, severity)  # noqa: E731
+    return _render("renditions", class_ids, n_per_class, seed, draw)
+
+
+# ----------------------------------------------------------------------------------------------- cache
+def _cached(settings: dict, make: Callable[[], tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """Load arrays rendered with exactly these settings (and font files) or render and store them."""
+    key = dict(settings, version=RENDER_VERSION, fonts=font_manifest(settings.get("system_fonts", False)))
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "glyphs" / f"{settings['domain']}-{digest}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return z["images"], z["targets"]
+    log.info("rendering %s glyphs once; cached at %s", settings["domain"], path)
+    images, targets = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, images=images, targets=targets)
+    os.replace(tmp, path)
+    return images, targets
+
+
+def renditions_split(world: WorldConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The benchmark split (all 100 classes) of a world, cached as .npz in cache_dir()."""
+    n = world.train_per_class if split == "train" else world.test_per_class
+    seed = split_seed(world.seed, split)
+    ids = list(range(len(CLASS_CHARS)))
+    settings = dict(domain="renditions", n=n, seed=seed, severity=world.severity, system_fonts=world.system_fonts)
+    return _cached(settings, lambda: render_renditions(ids, n, seed, world.severity, world.system_fonts))
+
+
+def write_sheet(path: str | Path, world: WorldConfig, n_classes: int = 10, per_class: int = 6) -> Path:
+    """A PNG contact sheet: for a few classes, clean samples (left) beside renditions (right).
+
+    Drawn on a bare Agg `Figure`, so the caller's pyplot backend and state are left alone.
+    """
+    from matplotlib.figure import Figure
+
+    ids = np.linspace(0, len(CLASS_CHARS) - 1, n_classes).round().astype(int).tolist()
+    clean, _ = render_clean(ids, per_class, split_seed(world.seed, "test"))
+    rend, _ = render_renditions(ids, per_class, split_seed(world.seed, "test"), world.severity, world.system_fonts)
+    fig = Figure(figsize=(2 * per_class * 0.7 + 2.5, n_classes * 0.75 + 0.4))
+    axes = np.asarray(fig.subplots(n_classes, 2 * per_class)).reshape(n_classes, 2 * per_class)
+    for r, cid in enumerate(ids):
+        row = np.concatenate([clean[r * per_class:(r + 1) * per_class], rend[r * per_class:(r + 1) * per_class]])
+        for c, ax in enumerate(axes[r]):
+            ax.imshow(row[c], interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[r, 0].set_ylabel(class_names()[cid], rotation=0, ha="right", va="center", fontsize=7)
+    axes[0, 0].set_title("clean (pretraining)", loc="left", fontsize=8)
+    axes[0, per_class].set_title(f"renditions (severity {world.severity})", loc="left", fontsize=8)
+    fig.subplots_adjust(left=2.4 / fig.get_figwidth(), right=0.98, top=0.93, bottom=0.02, wspace=0.05, hspace=0.05)
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path

@@ -1,0 +1,127 @@
+"""The toy CLIP: config, preprocessing, checkpoint round trip, deterministic pretraining, cache."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dmc.data import glyphs
+from dmc.errors import UserError
+from dmc.models import toy
+
+# A few steps on 8 classes: the same code path as the real budget, in seconds. So short a run only leaves the
+# worse-than-uniform start (contrastive training first collapses to the uniform plateau), which is what we assert.
+TINY = toy.PretrainConfig(steps=12, warmup=5, lr=2e-3, n_classes=8, images_per_class=2, eval_per_class=2)
+
+
+@pytest.fixture(autouse=True)
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMC_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and spinning threads crawl on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(one_thread):
+    return toy.pretrain_toy(TINY, progress=False)
+
+
+def test_config_shapes():
+    torch.manual_seed(0)
+    model = toy.build_toy().eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 8.0e6 < n_params < 8.8e6
+    with torch.no_grad():
+        img = model.encode_image(torch.zeros(2, 3, 32, 32))
+        txt = model.encode_text(toy.toy_tokenizer()(["a rendering of the digit two.", "x"]))
+    assert img.shape == (2, 128) and txt.shape == (2, 128)
+
+
+def test_preprocess_matches_batch_transform():
+    arr = np.zeros((32, 32, 3), np.uint8)
+    arr[:, :16] = 255
+    pre = toy.toy_preprocess()
+    a, b = pre(arr), pre(Image.fromarray(arr))
+    assert a.shape == (3, 32, 32) and a.dtype == torch.float32
+    assert torch.equal(a, b)
+    assert a.min().item() == -1.0 and a.max().item() == 1.0
+    assert torch.equal(toy.images_to_tensor(arr[None])[0], a)
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(1)
+    model = toy.build_toy().eval()
+    path = toy.save_toy(model, tmp_path / "toy.safetensors")
+    loaded = toy.load_toy(path)
+    ref, got = model.state_dict(), loaded.state_dict()
+    assert ref.keys() == got.keys()
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    images, _ = glyphs.render_clean([0, 1, 2], 2, seed=0)
+    tokens = toy.toy_tokenizer()(["a rendering of the digit two.", "the character {}."])
+    with torch.no_grad():
+        x = toy.images_to_tensor(images)
+        assert torch.equal(model.encode_image(x), loaded.encode_image(x))
+        assert torch.equal(model.encode_text(tokens), loaded.encode_text(tokens))
+    with pytest.raises(UserError):
+        toy.load_toy(tmp_path / "missing.safetensors")
+
+
+def test_pretrain_lowers_loss(tiny_run):
+    _, report = tiny_run
+    assert len(report["losses"]) == TINY.steps
+    assert report["loss_last"] < report["loss_first"] - 0.3
+    assert all(np.isfinite(report["losses"]))
+    assert 0.0 <= report["clean_zero_shot"] <= 1.0
+
+
+def test_pretrain_is_deterministic():
+    cfg = toy.PretrainConfig(**{**TINY.__dict__, "steps": 3})
+    a, _ = toy.pretrain_toy(cfg, progress=False)
+    b, _ = toy.pretrain_toy(cfg, progress=False)
+    c, _ = toy.pretrain_toy(toy.PretrainConfig(**{**cfg.__dict__, "seed": 1}), progress=False)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_zero_shot_accuracy_matches_manual(tiny_run):
+    model, _ = tiny_run
+    tok, names = toy.toy_tokenizer(), glyphs.class_names()[:8]
+    images, targets = glyphs.render_clean(range(8), 3, seed=5)
+    acc = toy.zero_shot_accuracy(model, tok, images, targets, names, "a rendering of the {}.")
+    protos = toy.text_prototypes(model, tok, names, "a rendering of the {}.")
+    pred = (toy.encode_images(model, images) @ protos.T).argmax(1).numpy()
+    assert acc == pytest.approx(float((pred == targets).mean()))
+    assert acc in {k / 24 for k in range(25)}
+
+
+def test_cache_path_and_get_toy(tmp_cache):
+    cfg = toy.PretrainConfig(**{**TINY.__dict__, "steps": 2})
+    path = toy.toy_cache_path(cfg)
+    assert tmp_cache in path.parents and path.suffix == ".safetensors"
+    assert path != toy.toy_cache_path(toy.PretrainConfig(**{**cfg.__dict__, "seed": 3}))
+    with pytest.raises(UserError):
+        toy.get_toy(cfg, build_if_missing=False)
+    built = toy.get_toy(cfg)
+    assert path.is_file() and path.with_suffix(".json").is_file()
+    cached = toy.get_toy(cfg, build_if_missing=False)
+    assert all(torch.equal(v, cached.state_dict()[k]) for k, v in built.state_dict().items())
+
+
+def test_trimmed_text_encoder_matches_encode_text():
+    torch.manual_seed(2)
+    model = toy.build_toy().eval()
+    tokens = toy.toy_tokenizer()([t.format(n) for t in toy.TEMPLATES for n in glyphs.class_names()[::9]])
+    with torch.no_grad():
+        full, trimmed = model.encode_text(tokens), toy._encode_text_trimmed(model, tokens)
+    assert int((tokens != 0).sum(dim=1).max()) < tokens.shape[1]  # the trim is real
+    assert torch.allclose(full, trimmed, atol=1e-5)
