@@ -89,3 +89,12 @@ def test_smoke_run_end_to_end_and_compare(capsys, tmp_path):
 def test_section_checks_run_on_overrides(capsys, tmp_path, item, needle):
     code, _, err = run_cli(capsys, "run", "--benchmark", "synthetic", "--set", item, "--out", str(tmp_path / "r"))
     assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_set_values_are_typed():
+    from dmc import config
+
+    cfg = config.resolve("synthetic", "dmc", sets=["vision.lr=1e-5", "replay.enabled=false", "prompt.n_ctx=null",
+                                                   "benchmark.increment=3", "data.world.severity=0.5"])
+    assert cfg.vision.lr == 1e-5 and cfg.replay.enabled is False and cfg.prompt.n_ctx is None
+    assert cfg.benchmark.increment == 3 and cfg.data.world.severity == 0.5
