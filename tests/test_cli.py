@@ -98,3 +98,15 @@ def test_set_values_are_typed():
                                                    "benchmark.increment=3", "data.world.severity=0.5"])
     assert cfg.vision.lr == 1e-5 and cfg.replay.enabled is False and cfg.prompt.n_ctx is None
     assert cfg.benchmark.increment == 3 and cfg.data.world.severity == 0.5
+
+
+def test_compare_by_setting_averages_seeds(capsys, tmp_path):
+    for seed in (0, 1):
+        code, _, err = run_cli(capsys, "run", "--benchmark", "synthetic", "--method", "zeroshot", "--smoke",
+                               "--seed", str(seed), "--out", str(tmp_path / f"zs-s{seed}"), "--quiet")
+        assert code == 0, err
+    code, out, _ = run_cli(capsys, "compare", "--by-setting", str(tmp_path / "zs-s0"), str(tmp_path / "zs-s1"),
+                           "--plot", str(tmp_path / "c.png"))
+    assert code == 0
+    row = [line for line in out.splitlines() if line.startswith("| zs |")]
+    assert len(row) == 1 and "| 0, 1 |" in row[0] and "±" in row[0]

@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="Markdown table of Avg/Last/forgetting and a plot of A_t curves")
     c.add_argument("runs", nargs="+", type=Path)
     c.add_argument("--plot", type=Path, default=Path("compare.png"))
+    c.add_argument("--by-setting", action="store_true",
+                   help="one row per setting: runs named <setting>-s<seed> are averaged (mean ± std over seeds)")
     w = sub.add_parser("world", help="the offline glyph world")
     w.add_argument("--sheet", type=Path, required=True, help="write a contact sheet PNG of both domains")
     t = sub.add_parser("pretrain-toy", help="build (or rebuild) the cached toy CLIP and print its zero-shot accuracy")
@@ -117,9 +119,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dmc.report import compare_table, plot_compare
+    from dmc.report import aggregate_table, compare_table, plot_compare
 
-    print(compare_table(args.runs))
+    print(aggregate_table(args.runs) if args.by_setting else compare_table(args.runs))
     plot_compare(args.runs, args.plot)
     print(f"\nA_t curves: {args.plot}")
     return 0

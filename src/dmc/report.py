@@ -65,3 +65,36 @@ def plot_compare(run_dirs: list[Path], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _group_name(path: Path) -> str:
+    """Runs of one setting differ only by a trailing `-s<seed>` in their directory names."""
+    name = Path(path).name
+    head, _, tail = name.rpartition("-s")
+    return head if head and tail.isdigit() else name
+
+
+def _mean_std(values: list[float]) -> str:
+    arr = np.asarray(values, dtype=float)
+    return f"{arr.mean():.2f} ± {arr.std(ddof=1):.2f}" if len(arr) > 1 else f"{arr.mean():.2f}"
+
+
+def aggregate_table(run_dirs: list[Path]) -> str:
+    """Markdown table over seeds: runs grouped by directory name without its `-s<seed>` suffix."""
+    groups: dict[str, list[Path]] = {}
+    for d in run_dirs:
+        groups.setdefault(_group_name(d), []).append(Path(d))
+    lines = ["| setting | method | seeds | Avg | Last | forgetting | old − new gap (last task) | drift stored → calibrated | s per task |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, dirs in groups.items():
+        summaries = [RunDir(d).read_summary() for d in dirs]
+        recs = [RunDir(d).records() for d in dirs]
+        gaps = [r[-1]["new"] - r[-1]["old"] for r in recs if r and r[-1].get("old") is not None]
+        drifts = [x for x in (_mean_drift(r) for r in recs) if x is not None]
+        drift_s = "–" if not drifts else f"{np.mean([x[0] for x in drifts]):.3f} → {np.mean([x[1] for x in drifts]):.3f}"
+        per_task = np.mean([s["wall_time_s"] / s["tasks"] for s in summaries])
+        lines.append(f"| {name} | {summaries[0]['method']} | {', '.join(str(s['seed']) for s in summaries)} | "
+                     f"{_mean_std([s['avg'] for s in summaries])} | {_mean_std([s['last'] for s in summaries])} | "
+                     f"{_mean_std([s['forgetting'] for s in summaries])} | "
+                     f"{_mean_std(gaps) if gaps else '–'} | {drift_s} | {per_task:.1f} |")
+    return "\n".join(lines)
