@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--smoke", action="store_true", help="tiny version: 3 tasks, 1 epoch per stage, few images")
     r.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an unfinished run")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     pl = sub.add_parser("plan", help="print the class order and each task's classes (no images loaded)")
     pl.add_argument("benchmark")
     pl.add_argument("--seed", type=int)
@@ -59,6 +60,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dmc import config
     from dmc.engine.loop import run
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.resume is not None:
         path = run(None, resume=args.resume, rt=_rt_quiet(args))
     else:
