@@ -84,12 +84,12 @@ def aggregate_table(run_dirs: list[Path]) -> str:
     groups: dict[str, list[Path]] = {}
     for d in run_dirs:
         groups.setdefault(_group_name(d), []).append(Path(d))
-    lines = ["| setting | method | seeds | Avg | Last | forgetting | old − new gap (last task) | drift stored → calibrated | s per task |",
+    lines = ["| setting | method | seeds | Avg | Last | forgetting | \\|new − old\\| (last task) | drift stored → calibrated | s per task |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, dirs in groups.items():
         summaries = [RunDir(d).read_summary() for d in dirs]
         recs = [RunDir(d).records() for d in dirs]
-        gaps = [r[-1]["new"] - r[-1]["old"] for r in recs if r and r[-1].get("old") is not None]
+        gaps = [abs(r[-1]["new"] - r[-1]["old"]) for r in recs if r and r[-1].get("old") is not None]
         drifts = [x for x in (_mean_drift(r) for r in recs) if x is not None]
         drift_s = "–" if not drifts else f"{np.mean([x[0] for x in drifts]):.3f} → {np.mean([x[1] for x in drifts]):.3f}"
         per_task = np.mean([s["wall_time_s"] / s["tasks"] for s in summaries])
