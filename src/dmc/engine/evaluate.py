@@ -25,6 +25,16 @@ def predict(method, dataset: ImageDataset, seen: list[int], desc: str = "eval") 
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
+@torch.inference_mode()
+def predict_features(method, feats: torch.Tensor, seen: list[int], batch_size: int = 4096) -> np.ndarray:
+    """Like `predict`, from cached image-encoder outputs (methods whose image encoder is frozen)."""
+    protos = method.class_features(seen).float()  # (C, D)
+    seen_t = torch.as_tensor(seen, device=feats.device)
+    preds = [seen_t[(method.head(f).float() @ protos.t()).argmax(dim=1)].cpu()
+             for f in feats.split(batch_size)]
+    return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+
+
 def task_counts(preds: np.ndarray, labels: np.ndarray, tasks: list[list[int]]) -> np.ndarray:
     """(T, 2) array: correct predictions and sample count on each task's classes (summable over ranks)."""
     out = np.zeros((len(tasks), 2))

@@ -15,10 +15,11 @@ from dmc import config as config_mod
 from dmc import metrics
 from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, write_plan
 from dmc.data.dataset import ImageDataset, select, subset_dataset
-from dmc.engine.evaluate import accuracies, predict, task_counts
+from dmc.engine.evaluate import accuracies, predict, predict_features, task_counts
 from dmc.engine.rundir import CONFIG, PLAN, PLOT, RunDir, default_out
 from dmc.engine.runtime import Runtime, derive_seed, make_runtime, seed_everything
 from dmc.methods import METHODS, Method, Task
+from dmc.methods.stages import encode_dataset
 from dmc.models.clip import Backbone, build_backbone
 
 log = logging.getLogger(__name__)
@@ -128,10 +129,8 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
     t0 = time.time()
     info = method.train_task(task) or {}
     t1 = time.time()
-    test = select(data["test"], task.seen)
-    mine = subset_dataset(test, method.rt.shard(len(test)))  # every rank tests its share
-    preds = predict(method, mine, task.seen, desc=f"task {t + 1} eval")
-    counts_t = method.rt.all_reduce_sum(task_counts(preds, mine.labels, bench.tasks[: t + 1]))
+    preds, labels = evaluate_task(method, task, data)
+    counts_t = method.rt.all_reduce_sum(task_counts(preds, labels, bench.tasks[: t + 1]))
     accs, counts = accuracies(counts_t)
     R[t, : t + 1] = accs
     a_t = metrics.incremental_accuracies(R[: t + 1, : t + 1], counts)[-1]
@@ -142,6 +141,21 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
     record["time_s"] = {**stage_times, "train": t1 - t0, "eval": time.time() - t1, "total": time.time() - t0}
     log.info("task %d/%d: A_t %.2f", t + 1, len(bench.tasks), a_t)
     return record
+
+
+def evaluate_task(method: Method, task: Task, data: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions on this rank's share of the test images of all seen classes. With a frozen image
+    encoder, the whole test set is encoded once (first task) and every later evaluation reuses it."""
+    rt, test = method.rt, data["test"]
+    idx = np.nonzero(np.isin(test.labels, task.seen))[0]
+    mine = idx[rt.shard(len(idx))]  # every rank tests its share
+    if not method.frozen_image_encoder:
+        preds = predict(method, subset_dataset(test, mine), task.seen, desc=f"task {task.index + 1} eval")
+        return preds, test.labels[mine]
+    if "test_features" not in data:
+        data["test_features"] = encode_dataset(method, test, desc="test features (encoded once)")[0]
+    feats = data["test_features"][torch.as_tensor(mine, device=data["test_features"].device)]
+    return predict_features(method, feats, task.seen), test.labels[mine]
 
 
 def finish(rundir: RunDir, cfg, bench: Benchmark, R: np.ndarray, wall: float) -> None:

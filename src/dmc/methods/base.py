@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from dmc.data.benchmark import Benchmark
 from dmc.data.dataset import ImageDataset
 from dmc.engine.runtime import Runtime
-from dmc.models.clip import Backbone, encode_image, template_text_features
+from dmc.models.clip import Backbone, template_text_features
 from dmc.registry import Registry
 
 
@@ -50,6 +50,7 @@ class Method:
 
     name = "base"
     single_task = False  # True: the loop merges every class into one task (the `joint` upper bound)
+    frozen_image_encoder = True  # True: the loop encodes the test set once and reuses the features
 
     def __init__(self, cfg, backbone: Backbone, bench: Benchmark, rt: Runtime) -> None:
         self.cfg, self.backbone, self.bench, self.rt = cfg, backbone, bench, rt
@@ -71,7 +72,11 @@ class Method:
         return self.template_features(classes)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        return encode_image(self.model, images)  # (B, D), normalised
+        return self.head(self.model.visual(images))  # (B, D), normalised
+
+    def head(self, feats: torch.Tensor) -> torch.Tensor:
+        """Image-encoder output (B, D) -> normalised features compared with the class prototypes."""
+        return F.normalize(feats, dim=-1)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}

@@ -23,6 +23,7 @@ class Finetune(Method):
     """Sequential adaptation of the image tower against frozen template text (no replay)."""
 
     name = "finetune"
+    frozen_image_encoder = False
 
     def train_task(self, task: Task) -> dict:
         scope = task.seen if self.cfg.vision.loss_scope == "seen" else task.classes

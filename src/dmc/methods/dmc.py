@@ -25,6 +25,7 @@ from dmc.models.prompts import PromptLearner
 @METHODS.register("dmc")
 class DMC(Method):
     name = "dmc"
+    frozen_image_encoder = False
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

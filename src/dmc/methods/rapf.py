@@ -205,8 +205,8 @@ class RAPF(Method):
                    hint="lower rapf.lr (e.g. --set rapf.lr=1e-4)")
 
     # ---- evaluation and state
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.adapter(self.model.visual(images)), dim=-1)  # (B, D)
+    def head(self, feats: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.adapter(feats), dim=-1)  # (B, D)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"adapter.weight": self.adapter.weight.detach().clone()}
