@@ -18,3 +18,18 @@ TINY = {
 def tiny_cfg(method: str, **extra) -> config.RunConfig:
     overrides = {**TINY, **{k.replace("__", "."): v for k, v in extra.items()}}
     return config.resolve("synthetic", method, overrides)
+
+
+def killed_copy(full, dest, finished_tasks: int):
+    """A copy of a finished run as if it had been killed after `finished_tasks` tasks."""
+    import shutil
+    from pathlib import Path
+
+    dest = Path(dest)
+    shutil.copytree(full, dest)
+    (dest / "summary.json").unlink()
+    for ckpt in sorted((dest / "checkpoints").glob("task_*.safetensors"))[finished_tasks:]:
+        ckpt.unlink()
+    lines = (dest / "metrics.jsonl").read_text().splitlines()
+    (dest / "metrics.jsonl").write_text("\n".join(lines[:finished_tasks]) + "\n")
+    return dest

@@ -1,5 +1,4 @@
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ from dmc.engine.loop import run
 from dmc.engine.runtime import make_runtime
 from dmc.errors import UserError
 from dmc.methods import METHODS
-from tests.helpers import tiny_cfg
+from tests.helpers import killed_copy, tiny_cfg
 
 QUIET = make_runtime("cpu", "fp32", progress=False)
 BASELINES = ["zeroshot", "finetune", "coop", "cotrain", "joint"]
@@ -46,13 +45,7 @@ def test_finished_run_is_never_overwritten(tmp_path):
 def test_resume_matches_uninterrupted_run_exactly(tmp_path):
     cfg = tiny_cfg("dmc-ot")
     full = run(cfg, out=tmp_path / "full", rt=QUIET)
-    killed = tmp_path / "killed"
-    shutil.copytree(full, killed)
-    # simulate a run killed during task 3: no summary, no task-3 line or checkpoint
-    (killed / "summary.json").unlink()
-    (killed / "checkpoints" / "task_02.safetensors").unlink()
-    lines = (killed / "metrics.jsonl").read_text().splitlines()
-    (killed / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    killed = killed_copy(full, tmp_path / "killed", finished_tasks=2)  # killed during task 3
     resumed = run(None, resume=killed, rt=QUIET)
     a = json.loads((full / "summary.json").read_text())["acc_matrix"]
     b = json.loads((resumed / "summary.json").read_text())["acc_matrix"]

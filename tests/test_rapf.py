@@ -1,7 +1,6 @@
 """RAPF: identity start (= zero-shot), the fusion and hinge rules on hand-made cases, a 3-task run with exact resume."""
 import json
 import math
-import shutil
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from dmc.engine.runtime import make_runtime
 from dmc.errors import UserError
 from dmc.methods import METHODS
 from dmc.methods.rapf import fuse_adapter, hinge_loss, neighbour_pairs
-from tests.helpers import tiny_cfg
+from tests.helpers import killed_copy, tiny_cfg
 
 QUIET = make_runtime("cpu", "fp32", progress=False)
 
@@ -128,12 +127,7 @@ def test_three_task_run_with_hinge_and_fusion_resumes_exactly(tmp_path):
     last = load_file(str(full / "checkpoints" / "task_02.safetensors"))
     assert last["adapter.weight"].shape[0] == last["adapter.weight"].shape[1]
     assert sum(k.startswith("memory.mean.") for k in last) == 12
-    killed = tmp_path / "killed"
-    shutil.copytree(full, killed)
-    (killed / "summary.json").unlink()
-    (killed / "checkpoints" / "task_02.safetensors").unlink()
-    lines = (killed / "metrics.jsonl").read_text().splitlines()
-    (killed / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    killed = killed_copy(full, tmp_path / "killed", finished_tasks=2)  # killed during task 3
     resumed = run(None, resume=killed, rt=QUIET)
     assert json.loads((resumed / "summary.json").read_text())["acc_matrix"] == summary["acc_matrix"]
     again = load_file(str(resumed / "checkpoints" / "task_02.safetensors"))
