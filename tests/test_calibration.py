@@ -206,3 +206,24 @@ def test_wrong_shapes_raise_clear_errors():
 def test_bench_reports_figures():
     out = bench_ot(n_classes=3, samples=8, n_feats=40, dim=8)
     assert out["seconds"] > 0 and out["iterations"] >= 1 and out["dim"] == 8 and out["solver"] == "sinkhorn"
+
+
+def test_semi_relaxed_plan_keeps_rows_and_tends_to_balanced():
+    x = torch.randn(40, 5, generator=_gen(1), dtype=F64)
+    y = torch.randn(30, 5, generator=_gen(2), dtype=F64) + 1.0
+    balanced = ot_plan(x, y, 0.05, solver="sinkhorn_log", tol=1e-9, max_iter=5000)
+    loose = ot_plan(x, y, 0.05, solver="sinkhorn_log", relax=0.01)
+    tight = ot_plan(x, y, 0.05, solver="sinkhorn_log", relax=1e4, tol=1e-9, max_iter=5000)
+    rows = torch.full((40,), 1 / 40, dtype=F64)
+    torch.testing.assert_close(loose.sum(1), rows, atol=1e-8, rtol=0)  # every sample sends its mass
+    cols = torch.full((30,), 1 / 30, dtype=F64)
+    assert (loose.sum(0) - cols).abs().max() > 10 * (tight.sum(0) - cols).abs().max()  # columns relaxed
+    torch.testing.assert_close(tight, balanced, atol=1e-4, rtol=0)
+
+
+def test_semi_relaxed_recovers_constant_shift():
+    means, covs, old = _world()
+    cfg = CalibrationConfig(method="ot", relax=0.03, samples_per_class=16, solver="sinkhorn_log")
+    m, c = calibrate_gaussians(means, covs, old, old + 1.5, cfg, _gen())
+    torch.testing.assert_close(m, means + 1.5, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(c, covs, atol=1e-12, rtol=1e-12)

@@ -46,6 +46,7 @@ class CalibrationConfig:
     tol: float = 1e-2  # [reconstruction] Sinkhorn stop: column-marginal L2 error relative to ||1/N||_2
     solver: str = "sinkhorn"  # [reconstruction] POT method: sinkhorn (scaling; reg >= 0.02) | sinkhorn_log
     normalize_cost: bool = True  # [reconstruction] OT cost and mean-shift kernel on L2-normalised features
+    relax: float | None = None  # None: balanced OT; a float: column marginal as a KL penalty of this weight (semi-relaxed OT) [reconstruction]
     min_eig: float = 5e-5  # [reconstruction] eigenvalue floor (x tr/D) for calibrated covariances; half the ridge
 
     def __post_init__(self) -> None:
@@ -96,7 +97,7 @@ def calibrate_gaussians(
     if cfg.method == "ot":
         drift, plan_info = ot_drift(
             u.reshape(c * s, d), old_feats, delta, cfg.reg, normalize=cfg.normalize_cost,
-            max_iter=cfg.max_iter, tol=cfg.tol, solver=cfg.solver,
+            max_iter=cfg.max_iter, tol=cfg.tol, solver=cfg.solver, relax=cfg.relax,
         )  # (C*S, D)
         info.update(plan_info)
     else:

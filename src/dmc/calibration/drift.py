@@ -46,9 +46,15 @@ def ot_plan(
     max_iter: int = 1000,
     tol: float = 1e-2,
     solver: str = "sinkhorn",
+    relax: float | None = None,
     log: bool = False,
 ) -> Tensor | tuple[Tensor, dict[str, Any]]:
     """Entropic OT plan between two uniform point clouds (POT's Sinkhorn, on torch tensors).
+
+    With ``relax`` set, the column marginal is only a KL penalty of weight ``relax`` (semi-relaxed OT,
+    ``ot.unbalanced.sinkhorn_unbalanced`` with reg_m = (inf, relax)): every x_i still sends its whole mass,
+    but need not spread it over all y_j. relax -> inf recovers the balanced plan; relax -> 0 gives each row
+    the softmax of -M/reg (a kernel, like mean-shift).
 
     Solves  min_P <P, M> - reg * H(P)  s.t.  P 1 = 1/n,  P^T 1 = 1/m,  where
     M_ij = ||x_i - y_j||^2 / max_kl ||x_k - y_l||^2 (rows L2-normalised if ``normalize``), so ``reg`` is
@@ -75,6 +81,12 @@ def ot_plan(
     a = torch.full((n,), 1.0 / n, dtype=cost.dtype, device=cost.device)  # (n,)
     b = torch.full((m,), 1.0 / m, dtype=cost.dtype, device=cost.device)  # (m,)
     thr = tol * float(b.norm())
+    if relax is not None:
+        plan, info = ot.unbalanced.sinkhorn_unbalanced(
+            a, b, cost, reg, reg_m=(float("inf"), relax),
+            method="sinkhorn_stabilized" if solver == "sinkhorn_log" else solver, numItermax=max_iter,
+            stopThr=thr, log=True)
+        return (plan, {"niter": int(info.get("niter", max_iter)), "err": 0.0}) if log else plan
     plan, info = ot.sinkhorn(
         a, b, cost, reg, method=solver, numItermax=max_iter, stopThr=thr, log=True, warn=False
     )
