@@ -31,7 +31,7 @@ class ArrayNormalize:
 
     def batch(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> (B, 3, H, W): a whole batch in one tensor op (in-memory datasets)."""
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        x = torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self.mean) / self.std
 
 
