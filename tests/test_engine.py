@@ -54,3 +54,18 @@ def test_resume_matches_uninterrupted_run_exactly(tmp_path):
     res_last = load_file(str(resumed / "checkpoints" / "task_02.safetensors"))
     assert full_last.keys() == res_last.keys()
     assert all((full_last[k] == res_last[k]).all() for k in full_last)
+
+
+def test_glyph_run_config_records_fonts(tmp_path):
+    import yaml
+
+    from dmc import config
+
+    cfg = config.resolve("glyphs", "zeroshot", {"model.backbone": "tiny", "benchmark.max_tasks": 1,
+                                                "data.world.train_per_class": 2, "data.world.test_per_class": 2})
+    out = run(cfg, out=tmp_path / "g", rt=QUIET)
+    tree = yaml.safe_load((out / "config.yaml").read_text())
+    fonts = tree["provenance"]["fonts"]
+    assert {f["domain"] for f in fonts} == {"clean", "renditions"}
+    assert all(len(f["sha256"]) == 64 for f in fonts)
+    assert config.load(out / "config.yaml").benchmark.name == "glyphs"  # provenance is ignored on load

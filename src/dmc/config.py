@@ -277,8 +277,13 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def save(cfg: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def save(cfg: RunConfig, path: Path, provenance: dict[str, Any] | None = None) -> None:
+    """Write the resolved config; `provenance` (e.g. the glyph world's font files and hashes) is recorded
+    under its own key, which `load` ignores."""
+    tree = to_dict(cfg)
+    if provenance:
+        tree["provenance"] = provenance
+    path.write_text(yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
 
 
 def load(path: Path) -> RunConfig:
@@ -287,6 +292,7 @@ def load(path: Path) -> RunConfig:
         tree = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"cannot read config {path}: {exc}") from None
+    tree.pop("provenance", None)
     cfg = RunConfig()
     apply_dict(cfg, tree)
     validate(cfg)

@@ -73,7 +73,8 @@ def prepare(cfg, out: Path | None, resume: Path | None, rt: Runtime | None = Non
     fresh = rundir is not None and resume is None and rt.is_main
     data = load_datasets(cfg, bench, backbone, rundir.path / "split.txt" if fresh else None)
     if rundir is not None and resume is None:
-        config_mod.save(cfg, rundir.path / CONFIG)
+        describe = getattr(bench.source, "provenance", None)
+        config_mod.save(cfg, rundir.path / CONFIG, describe(cfg.data) if describe else None)
         write_plan(bench, rundir.path / PLAN)
     seed_everything(derive_seed(cfg.seed, "method"))
     method = method_cls(cfg, backbone, bench, rt)

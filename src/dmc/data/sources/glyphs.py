@@ -20,6 +20,10 @@ class GlyphSource:
     def class_names(self, data: DataConfig) -> list[str]:
         return glyphs.class_names()
 
+    def provenance(self, data: DataConfig) -> dict:
+        """What the run config records: the font files (name + sha256) each domain was rendered from."""
+        return {"fonts": glyphs.font_manifest(data.world.system_fonts)}
+
     def load(self, data: DataConfig, split: str) -> Samples:
         """Renditions of all 100 classes: uint8 (N, 32, 32, 3) items and native ids as targets."""
         if split not in ("train", "test"):
