@@ -145,7 +145,20 @@ def _caption_tokens(cfg: PretrainConfig, tokenizer) -> torch.Tensor:
 
 
 def pretrain_toy(cfg: PretrainConfig, progress: bool = True) -> tuple[open_clip.CLIP, dict]:
-    """Contrastive pretraining on freshly rendered clean glyphs of all classes; returns (model, report)."""
+    """Contrastive pretraining on freshly rendered clean glyphs of all classes; returns (model, report).
+
+    Runs on one CPU thread: float reductions then have one order, so every machine with the same torch
+    build gets bit-identical weights (and the published glyph-world figures), whatever its core count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _pretrain(cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(cfg: PretrainConfig, progress: bool) -> tuple[open_clip.CLIP, dict]:
     torch.manual_seed(cfg.seed)
     model, tokenizer = build_toy(), toy_tokenizer()
     n_classes = cfg.n_classes
