@@ -1,7 +1,7 @@
 """Print the Markdown table of every config field (default, meaning, provenance) for docs/method.md.
 
 Reads the dataclass definitions' trailing comments, so the docs and the code cannot drift apart:
-`python tools/config_table.py > /tmp/table.md`; tests/test_docs.py checks every field is documented.
+`python tools/config_table.py`; tests/test_presets.py checks that every field is documented.
 """
 from __future__ import annotations
 
