@@ -128,21 +128,12 @@ def vision_trainable_params(model: nn.Module, trainable: str) -> list[nn.Paramet
     return params
 
 
-def freeze(module: nn.Module) -> None:
-    for p in module.parameters():
-        p.requires_grad_(False)
-
-
 def set_trainable(params: list[nn.Parameter]) -> None:
     for p in params:
         p.requires_grad_(True)
 
 
 # --------------------------------------------------------------------------- encoding
-def encode_image(model: nn.Module, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    return model.encode_image(images, normalize=normalize)  # (B, D)
-
-
 def encode_text_embeddings(model: nn.Module, emb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """open_clip's encode_text, starting from token embeddings (C, L, W) instead of ids.
 
@@ -169,7 +160,3 @@ def template_text_features(backbone: Backbone, names: list[str], template: str,
     """Normalised text features (C, D) of `template.format(name)` for each class name."""
     ids = backbone.tokenizer([template.format(n) for n in names]).to(device)
     return F.normalize(backbone.model.encode_text(ids), dim=-1)
-
-
-def logit_scale(model: nn.Module) -> float:
-    return float(model.logit_scale.exp().item())
