@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench-ot", help="time OT calibration (100 old classes x 256 samples vs 5000 features)")
     b.add_argument("--dim", type=int, default=512)
     b.add_argument("--device", default="cpu")
+    b.add_argument("--repeats", type=int, default=3, help="timed calls; the median is reported")
     s = sub.add_parser("bench-speed", help="images/s of stage 1 and evaluation, stage-2 steps/s, peak memory (random weights)")
     s.add_argument("--backbone", default="ViT-B-16")
     s.add_argument("--batch", type=int, default=32)
@@ -158,7 +159,7 @@ def cmd_pretrain_toy(args: argparse.Namespace) -> int:
 def cmd_bench_ot(args: argparse.Namespace) -> int:
     from dmc.calibration import bench_ot
 
-    print(json.dumps(bench_ot(dim=args.dim, device=args.device), indent=1))
+    print(json.dumps(bench_ot(dim=args.dim, device=args.device, repeats=args.repeats), indent=1))
     return 0
 
 

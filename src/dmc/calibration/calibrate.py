@@ -150,17 +150,19 @@ def _moved_covariance(covs: Tensor, u: Tensor, drift: Tensor, min_eig: float) ->
         floor = min_eig * new.mean(1, keepdim=True).clamp_min(torch.finfo(new.dtype).tiny)  # (C, 1)
         bad = new < floor
         return torch.where(bad, floor.expand_as(new), new), int(bad.any(1).sum())
-    y = w.transpose(1, 2) @ dc / (s - 1)  # (C, D, D)
-    new = covs + y + y.transpose(1, 2)  # (C, D, D), exactly symmetric
+    y = w.transpose(1, 2) @ dc  # (C, D, D), times (s - 1)
+    new = (y + y.transpose(1, 2)).div_(s - 1).add_(covs)  # (C, D, D), exactly symmetric
     return _repair_pd(new, min_eig)
 
 
 def _repair_pd(covs: Tensor, min_eig: float) -> tuple[Tensor, int]:
     """Clip eigenvalues at min_eig * tr/D for the covariances whose smallest eigenvalue is below it."""
-    eye = torch.eye(covs.shape[-1], dtype=covs.dtype, device=covs.device)
     tau = torch.diagonal(covs, dim1=1, dim2=2).mean(1)  # (C,) mean variance
     floor = min_eig * tau.clamp_min(torch.finfo(covs.dtype).tiny)  # (C,)
-    _, bad = _cholesky(covs - floor[:, None, None] * eye)  # fails iff lambda_min <= floor
+    shifted = covs.clone()
+    torch.diagonal(shifted, dim1=1, dim2=2).sub_(floor[:, None])
+    _, bad = _cholesky(shifted)  # fails iff lambda_min <= floor
+    del shifted
     if bad.numel() == 0:
         return covs, 0
     evals, evecs = torch.linalg.eigh(covs[bad].to(torch.float64))  # (B, D), (B, D, D)
