@@ -204,8 +204,29 @@ def test_wrong_shapes_raise_clear_errors():
 
 
 def test_bench_reports_figures():
-    out = bench_ot(n_classes=3, samples=8, n_feats=40, dim=8)
+    out = bench_ot(n_classes=3, samples=8, n_feats=40, dim=8, repeats=3)
     assert out["seconds"] > 0 and out["iterations"] >= 1 and out["dim"] == 8 and out["solver"] == "sinkhorn"
+    assert len(out["runs"]) == 3 and out["seconds"] == sorted(out["runs"])[1]  # the median call
+
+
+@pytest.mark.parametrize("relax", [None, 0.03])
+def test_plan_solves_the_problem_on_the_cost_scaled_to_max_one(relax):
+    """ot_plan folds the cost's scaling into reg (and relax): same plan as POT on M / max(M) with reg."""
+    import ot
+
+    x = torch.randn(30, 6, generator=_gen(3), dtype=F64) * 3.0
+    y = torch.randn(20, 6, generator=_gen(4), dtype=F64) + 0.5
+    cost = squared_distances(x, y, normalize=False)
+    scaled = cost / cost.max()
+    a, b = torch.full((30,), 1 / 30, dtype=F64), torch.full((20,), 1 / 20, dtype=F64)
+    if relax is None:
+        ref = ot.sinkhorn(a, b, scaled, 0.05, numItermax=5000, stopThr=1e-12)
+    else:
+        ref = ot.unbalanced.sinkhorn_unbalanced(a, b, scaled, 0.05, reg_m=(float("inf"), relax),
+                                                numItermax=5000, stopThr=1e-12)
+    got = ot_plan(x, y, 0.05, normalize=False, relax=relax, max_iter=5000, tol=1e-10)
+    assert cost.max() > 10  # the scaling matters: reg on the raw cost would give another plan
+    torch.testing.assert_close(got, ref, atol=1e-9, rtol=1e-6)
 
 
 def test_semi_relaxed_plan_keeps_rows_and_tends_to_balanced():
