@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3, help="timed calls; the median is reported")
     s = sub.add_parser("bench-speed", help="images/s of stage 1 and evaluation, stage-2 steps/s, peak memory (random weights)")
     s.add_argument("--backbone", default="ViT-B-16")
-    s.add_argument("--batch", type=int, default=32)
+    s.add_argument("--batch", type=int, default=64,
+                   help="images per stage-1 step and real features per stage-2 step (stage-2 default: 64)")
     s.add_argument("--classes", type=int, default=100, help="classes whose prompts stage 2 encodes per step")
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--trainable", default="all", help="trainable part of the image tower (stage 1)")

@@ -49,7 +49,7 @@ def peak_memory_mb(rt: Runtime) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def bench_speed(rt: Runtime, backbone: str = "ViT-B-16", batch: int = 32, classes: int = 100,
+def bench_speed(rt: Runtime, backbone: str = "ViT-B-16", batch: int = 64, classes: int = 100,
                 repeats: int = 3, trainable: str = "all") -> dict:
     bb = random_backbone(backbone)
     model = bb.model.to(rt.device)
