@@ -28,7 +28,8 @@ def bench_ot(
     Data: 10 random regions; class means and old features scattered around them; covariances
     B B^T / 64 + 0.05 I with B (D, 16) Gaussian; new = old + a small linear map + a shift. A tiny call
     warms up first. Memory: a few (C*S, N) matrices (512 MB each in float32 at the default size).
-    Returns {"seconds", "runs", "iterations", "marginal_err", "n_repaired", the sizes, "device", "dtype", "solver"}.
+    Returns {"seconds", "runs", "iterations", "marginal_err", "n_repaired", the sizes, "device", "dtype",
+    "solver"}.
     """
     cfg = replace(cfg or CalibrationConfig(), method="ot", samples_per_class=samples)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -50,7 +51,8 @@ def bench_ot(
         _sync(device)
         runs.append(round(time.perf_counter() - start, 3))
     return {
-        "seconds": sorted(runs)[len(runs) // 2], "runs": runs, "iterations": info["niter"], "marginal_err": info["err"],
+        "seconds": sorted(runs)[len(runs) // 2], "runs": runs, "iterations": info["niter"],
+        "marginal_err": info["err"],
         "n_repaired": info["n_repaired"], "n_classes": n_classes, "samples": samples, "n_feats": n_feats,
         "dim": dim, "device": str(device), "dtype": str(dtype).removeprefix("torch."), "solver": cfg.solver,
     }

@@ -150,7 +150,7 @@ def _moved_covariance(covs: Tensor, u: Tensor, drift: Tensor, min_eig: float) ->
         floor = min_eig * new.mean(1, keepdim=True).clamp_min(torch.finfo(new.dtype).tiny)  # (C, 1)
         bad = new < floor
         return torch.where(bad, floor.expand_as(new), new), int(bad.any(1).sum())
-    y = w.transpose(1, 2) @ dc  # (C, D, D), times (s - 1)
+    y = w.transpose(1, 2) @ dc  # (C, D, D): (s - 1) Y
     new = (y + y.transpose(1, 2)).div_(s - 1).add_(covs)  # (C, D, D), exactly symmetric
     return _repair_pd(new, min_eig)
 
