@@ -19,6 +19,7 @@ import yaml
 from dmc.calibration import CalibrationConfig
 from dmc.data.sources.base import DataConfig
 from dmc.errors import UserError
+from dmc.files import write_text
 from dmc.memory.gaussian import MemoryConfig
 from dmc.methods.rapf import RapfConfig
 
@@ -283,7 +284,7 @@ def save(cfg: RunConfig, path: Path, provenance: dict[str, Any] | None = None) -
     tree = to_dict(cfg)
     if provenance:
         tree["provenance"] = provenance
-    path.write_text(yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
+    write_text(path, yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
 
 
 def load(path: Path) -> RunConfig:

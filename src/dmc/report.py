@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dmc.engine.rundir import RunDir  # noqa: E402
+from dmc.files import atomic_path  # noqa: E402
 
 
 def plot_run(summary: dict, path: Path) -> None:
@@ -25,7 +26,8 @@ def plot_run(summary: dict, path: Path) -> None:
     ax2.set(xlabel="tested task j", ylabel="after task i", title="accuracy matrix R[i][j] (%)")
     fig.colorbar(im, ax=ax2)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -63,7 +65,8 @@ def plot_compare(run_dirs: list[Path], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 

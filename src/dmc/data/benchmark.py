@@ -14,6 +14,7 @@ import yaml
 
 from dmc.data.sources.base import SOURCES, Samples, Source
 from dmc.errors import UserError
+from dmc.files import write_text
 
 
 def pycil_order(n_classes: int, seed: int) -> list[int]:
@@ -109,7 +110,7 @@ def limit_per_class(labels: np.ndarray, k: int | None) -> np.ndarray:
 
 
 def write_plan(bench: Benchmark, path: Path) -> None:
-    path.write_text(json.dumps(bench.plan(), indent=1))
+    write_text(path, json.dumps(bench.plan(), indent=1))
 
 
 def subset(samples: Samples, idx: np.ndarray) -> Samples:

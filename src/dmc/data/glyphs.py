@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from dmc.data.world_config import WorldConfig
+from dmc.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -254,10 +255,8 @@ def _cached(settings: dict, make: Callable[[], tuple]) -> tuple[np.ndarray, np.n
             return z["images"], z["targets"]
     log.info("rendering %s glyphs once; cached at %s", settings["domain"], path)
     images, targets = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, images=images, targets=targets)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, images=images, targets=targets)
     return images, targets
 
 
@@ -291,6 +290,6 @@ def write_sheet(path: str | Path, world: WorldConfig, n_classes: int = 10, per_c
     axes[0, 0].set_title("clean (pretraining)", loc="left", fontsize=8)
     axes[0, per_class].set_title(f"renditions (severity {world.severity})", loc="left", fontsize=8)
     fig.subplots_adjust(left=2.4 / fig.get_figwidth(), right=0.98, top=0.93, bottom=0.02, wspace=0.05, hspace=0.05)
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    return Path(path)

@@ -6,7 +6,6 @@ never overwritten; an unfinished one is continued with `--resume`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -14,18 +13,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dmc.errors import UserError
+from dmc.files import atomic_path, write_text
 
 CONFIG, PLAN, METRICS, SUMMARY, PLOT = "config.yaml", "plan.json", "metrics.jsonl", "summary.json", "accuracy.png"
 
 
 def default_out(benchmark: str, method: str) -> Path:
     return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{benchmark}-{method}"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class RunDir:
@@ -74,19 +68,23 @@ class RunDir:
 
     def truncate_records(self, n: int) -> list[dict]:
         recs = self.records()[:n]
-        write_atomic(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in recs))
+        self._write_records(recs)
         return recs
 
     def append_record(self, record: dict) -> None:
-        with open(self.path / METRICS, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        self._write_records([*self.records(), record])
+
+    def _write_records(self, records: list[dict]) -> None:
+        """The whole file is rewritten (a few lines per task): a killed run never leaves half a line."""
+        write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in records))
 
     def checkpoint_path(self, task: int) -> Path:
         return self.path / "checkpoints" / f"task_{task:02d}.safetensors"
 
     def save_checkpoint(self, task: int, state: dict[str, torch.Tensor], keep: str = "all") -> None:
         state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-        save_file(state, str(self.checkpoint_path(task)), metadata={"task": str(task)})
+        with atomic_path(self.checkpoint_path(task)) as tmp:
+            save_file(state, str(tmp), metadata={"task": str(task)})
         if keep == "last" and task > 0:
             self.checkpoint_path(task - 1).unlink(missing_ok=True)
 
@@ -94,7 +92,7 @@ class RunDir:
         return load_file(str(self.checkpoint_path(task)))
 
     def write_summary(self, summary: dict) -> None:
-        write_atomic(self.path / SUMMARY, json.dumps(summary, indent=1))
+        write_text(self.path / SUMMARY, json.dumps(summary, indent=1))
 
     def read_summary(self) -> dict:
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 from dmc.data import glyphs
 from dmc.data.transforms import ArrayNormalize
 from dmc.errors import UserError
+from dmc.files import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -222,13 +222,10 @@ def save_toy(model: open_clip.CLIP, path: Union[str, Path]) -> Path:
     """Write the state dict as safetensors (atomic replace), with TOY_CONFIG in the metadata."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(state, str(tmp), metadata={"config": json.dumps(TOY_CONFIG, sort_keys=True)})
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"config": json.dumps(TOY_CONFIG, sort_keys=True)})
+    return Path(path)
 
 
 def load_toy(path: Union[str, Path]) -> open_clip.CLIP:
@@ -254,6 +251,6 @@ def get_toy(cfg: PretrainConfig = PretrainConfig(), build_if_missing: bool = Tru
     model, report = pretrain_toy(cfg)
     save_toy(model, path)
     summary = {k: v for k, v in report.items() if k != "losses"}
-    path.with_suffix(".json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    write_text(path.with_suffix(".json"), json.dumps(summary, indent=2, sort_keys=True))
     log.info("toy CLIP ready: clean zero-shot %.1f%%", 100 * report["clean_zero_shot"])
     return model

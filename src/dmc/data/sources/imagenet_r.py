@@ -35,6 +35,7 @@ from dmc.data.sources.files import (
     scanned_samples,
 )
 from dmc.errors import DataError
+from dmc.files import write_text
 
 _WHAT = "the extracted imagenet-r/ folder (200 <wnid>/ subfolders) or its parent"
 _HOW_TO_GET = "download imagenet-r.tar from https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar"
@@ -151,7 +152,7 @@ def write_split(train: Samples, test: Samples, root: str | Path, path: str | Pat
     root: the folder the paths are relative to (`imagenet_r_root(data)`); items must be file paths under it.
     """
     lines = ["train", *_relative(train.items, root), "test", *_relative(test.items, root)]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def _relative(items: Sequence[str] | np.ndarray, root: str | Path) -> list[str]:

@@ -1,0 +1,36 @@
+"""Writing files so that no reader ever sees half of one.
+
+Every file the project writes (run directories, caches, plots) goes through `atomic_path`: the content is
+written beside the target under a temporary name and renamed over it in one step, so a killed run leaves
+either the old file or the new one, never a torn one (a resumed run trusts what it finds).
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` when the block ends without an error.
+
+    The temporary name keeps the suffix, so writers that choose the format by it (numpy's `.npz`,
+    matplotlib's `.png`) write the right thing. The parent folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
