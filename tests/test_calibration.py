@@ -173,7 +173,7 @@ def test_degenerate_inputs():
     assert m0.shape == (0, 4) and c0.shape == (0, 4, 4)
     with pytest.raises(ValueError, match="0 images"):
         calibrate_gaussians(means, covs, old[:0], old[:0], CalibrationConfig(), _gen())
-    with pytest.raises(ValueError, match="samples_per_class must be >= 2"):
+    with pytest.raises(ValueError, match="bad value for samples_per_class: 1; must be >= 2"):
         CalibrationConfig(samples_per_class=1)
     with pytest.raises(ValueError, match="empty point cloud"):
         ot_plan(torch.zeros(0, 3), torch.zeros(4, 3))
@@ -197,9 +197,9 @@ def test_wrong_shapes_raise_clear_errors():
         transfer_drift_ot(old[:5], old, old[:, :2])
     with pytest.raises(ValueError, match=r"expected x \(n, D\)"):
         ot_plan(old, old[:, :2])
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="bad value for method: 'sdc'; choose one of: none, mean-shift, ot"):
         CalibrationConfig(method="sdc")
-    with pytest.raises(ValueError, match="solver must be one of"):
+    with pytest.raises(ValueError, match="bad value for solver: 'emd'; choose one of"):
         CalibrationConfig(solver="emd")
 
 

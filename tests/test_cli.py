@@ -20,7 +20,8 @@ def test_plan_cifar100_matches_pycil_permutation(capsys):
     np.random.seed(1993)
     assert plan["class_order"] == np.random.permutation(100).tolist()
     assert len(plan["tasks"]) == 10 and all(len(t) == 10 for t in plan["tasks"])
-    from dmc.data.sources.base import SOURCES, DataConfig
+    from dmc.config import DataConfig
+    from dmc.data.sources.base import SOURCES
 
     names = SOURCES.get("cifar100").class_names(DataConfig())
     assert plan["tasks"][0] == [names[c] for c in plan["class_order"][:10]]
@@ -53,7 +54,8 @@ def test_list_shows_registries(capsys):
     (["run", "--benchmark", "imagefolder", "--backbone", "tiny"], "data.root"),
     (["run", "--resume", "no/such/run"], "not a run directory"),
     (["run", "--benchmark", "synthetic", "--backbone", "no-such-net"], "unknown backbone"),
-    (["plan", "cifar100", "--set", "benchmark.increment=0"], "bad split"),
+    (["plan", "cifar100", "--set", "benchmark.increment=0"], "bad value for benchmark.increment: 0; must be >= 1"),
+    (["plan", "cifar100", "--set", "benchmark.base=120"], "bad split B120-Inc10"),
 ])
 def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, needle):
     code, out, err = run_cli(capsys, *argv, *(["--out", str(tmp_path / "r")] if argv[0] == "run" and "--resume" not in argv else []))
@@ -82,13 +84,28 @@ def test_smoke_run_end_to_end_and_compare(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("item, needle", [
-    ("calibration.method=magic", "bad value in calibration"),
-    ("memory.covariance=sparse", "bad value in memory"),
+    ("vision.trainable=lats-2", "bad value for vision.trainable: 'lats-2'; "
+                                "choose one of: none, all, full, last-K (K = 1..blocks)"),
+    ("vision.trainable=last-0", "bad value for vision.trainable: 'last-0'"),
+    ("calibration.method=magic", "bad value for calibration.method: 'magic'; choose one of: none, mean-shift, ot"),
+    ("calibration.reg=0.01", "bad value for calibration.reg: 0.01; solver 'sinkhorn' needs reg >= 0.02"),
+    ("memory.covariance=sparse", "bad value for memory.covariance: 'sparse'; choose one of: full, diag"),
     ("vision.loss_scope=everything", "bad value for vision.loss_scope"),
+    ("prompt.init=zeros", "bad value for prompt.init: 'zeros'; choose one of: template, random"),
+    ("model.device=gpu", "bad value for model.device: 'gpu'; choose one of: auto, cpu, cuda, cuda:N"),
+    ("model.precision=fp16", "bad value for model.precision: 'fp16'; choose one of: auto, fp32, bf16"),
+    ("data.world.severity=1.5", "bad value for data.world.severity: 1.5; must be in [0.0, 1.0]"),
+    ("data.world.train_per_class=0", "bad value for data.world.train_per_class: 0; must be >= 1"),
+    ("checkpoint.keep=some", "bad value for checkpoint.keep: 'some'; choose one of: all, last"),
 ])
-def test_section_checks_run_on_overrides(capsys, tmp_path, item, needle):
-    code, _, err = run_cli(capsys, "run", "--benchmark", "synthetic", "--set", item, "--out", str(tmp_path / "r"))
-    assert code == 2 and needle in err and "Traceback" not in err
+def test_section_checks_run_on_overrides(capsys, tmp_path, monkeypatch, item, needle):
+    """A bad value fails in one line when the config is resolved, before any backbone or data is loaded."""
+    import dmc.engine.loop as loop
+
+    monkeypatch.setattr(loop, "prepare", lambda *a, **k: pytest.fail("the run started despite a bad value"))
+    code, _, err = run_cli(capsys, "run", "--benchmark", "glyphs", "--set", item, "--out", str(tmp_path / "r"))
+    assert code == 2 and needle in err and "Traceback" not in err, err
+    assert not (tmp_path / "r").exists()
 
 
 def test_set_values_are_typed():

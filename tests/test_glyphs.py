@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from dmc.data import glyphs
-from dmc.data.sources.base import SOURCES, DataConfig
-from dmc.data.world_config import WorldConfig
+from dmc.config import DataConfig, WorldConfig
+from dmc.data.sources.base import SOURCES
 from dmc.errors import DataError
 
 import dmc.data.sources.glyphs  # noqa: F401  (registers the source)

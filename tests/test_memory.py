@@ -159,7 +159,7 @@ def test_errors_are_clear():
         fit_gaussian(torch.randn(1, 4), MemoryConfig())
     with pytest.raises(ValueError, match=r"\(N, D\)"):
         fit_gaussian(torch.randn(4), MemoryConfig())
-    with pytest.raises(ValueError, match="covariance must be one of"):
+    with pytest.raises(ValueError, match="bad value for covariance: 'spherical'; choose one of: full, diag"):
         MemoryConfig(covariance="spherical")
     with pytest.raises(ValueError, match="not positive definite"):
         covariance_factor(torch.zeros(3, 3))

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 import dmc.data.sources  # noqa: F401  (registers every source)
-from dmc.data.sources.base import SOURCES, DataConfig
+from dmc.config import DataConfig
+from dmc.data.sources.base import SOURCES
 from dmc.data.sources.cub200 import clean_cub_name, cub_folders
 from dmc.data.sources.files import check_root, list_images, scan_images
 from dmc.data.sources.imagenet_r import imagenet_r_classes, imagenet_r_root, train_count, write_split

@@ -135,8 +135,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_world(args: argparse.Namespace) -> int:
+    from dmc.config import WorldConfig
     from dmc.data.glyphs import write_sheet
-    from dmc.data.world_config import WorldConfig
 
     write_sheet(args.sheet, WorldConfig())
     print(f"contact sheet: {args.sheet}")

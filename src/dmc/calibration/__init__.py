@@ -1,8 +1,7 @@
 """Drift calibration of stored class Gaussians: none (DMC) / mean-shift (SDC-style) / OT (DMC-OT)."""
 from dmc.calibration.bench import bench_ot
-from dmc.calibration.calibrate import METHODS, CalibrationConfig, calibrate_gaussians
+from dmc.calibration.calibrate import calibrate_gaussians
 from dmc.calibration.drift import (
-    SOLVERS,
     mean_shift_drift,
     ot_drift,
     ot_plan,
@@ -10,9 +9,9 @@ from dmc.calibration.drift import (
     transfer_drift_mean_shift,
     transfer_drift_ot,
 )
+from dmc.config import SOLVERS, CalibrationConfig
 
 __all__ = [
-    "METHODS",
     "SOLVERS",
     "CalibrationConfig",
     "bench_ot",

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from dmc.calibration.calibrate import CalibrationConfig, calibrate_gaussians
+from dmc.calibration.calibrate import calibrate_gaussians
+from dmc.config import CalibrationConfig
 
 
 def bench_ot(

@@ -23,41 +23,13 @@ Design choices (all ``[reconstruction]``):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from dmc.calibration.drift import check_solver, mean_shift_drift, ot_drift
-
-METHODS = ("none", "mean-shift", "ot")
-
-
-@dataclass
-class CalibrationConfig:
-    """How stored Gaussians follow the encoder's drift (DMC-OT (a) is ``[paper]``; its form is ours)."""
-
-    method: str = "ot"  # [paper: DMC-OT (a)] none (DMC, stats as stored) | mean-shift (SDC-style) | ot
-    samples_per_class: int = 256  # [reconstruction] S samples per old class that carry the drift (>= 2)
-    reg: float = 0.05  # [reconstruction] entropic epsilon, relative to the cost scaled to max 1
-    sigma: float = 0.2  # [reconstruction] mean-shift kernel width, in (by default L2-normalised) feature units
-    max_iter: int = 1000  # [reconstruction] Sinkhorn iteration cap
-    tol: float = 1e-2  # [reconstruction] Sinkhorn stop: column-marginal L2 error relative to ||1/N||_2
-    solver: str = "sinkhorn"  # [reconstruction] POT method: sinkhorn (scaling; reg >= 0.02) | sinkhorn_log
-    normalize_cost: bool = True  # [reconstruction] OT cost and mean-shift kernel on L2-normalised features
-    relax: float | None = None  # None: balanced OT; a float: column marginal as a KL penalty of this weight (semi-relaxed OT) [reconstruction]
-    min_eig: float = 5e-5  # [reconstruction] eigenvalue floor (x tr/D) for calibrated covariances; half the ridge
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        check_solver(self.solver, self.reg)
-        if self.samples_per_class < 2:
-            raise ValueError(f"samples_per_class must be >= 2 (covariance change), got {self.samples_per_class}")
-        if self.sigma <= 0 or self.max_iter < 1 or self.tol <= 0 or self.min_eig <= 0:
-            raise ValueError("sigma, tol and min_eig must be > 0 and max_iter >= 1")
-
+from dmc.calibration.drift import mean_shift_drift, ot_drift
+from dmc.config import CalibrationConfig
 
 def calibrate_gaussians(
     means: Tensor,

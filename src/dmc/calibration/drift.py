@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dmc.config.methods import SCALING_MIN_REG, check_solver
+
 logger = logging.getLogger(__name__)
 
-SOLVERS = ("sinkhorn", "sinkhorn_log")
-SCALING_MIN_REG = 0.02  # below it, exp(-cost/reg) (cost <= 1) may underflow: use "sinkhorn_log"
 
 
 def squared_distances(x: Tensor, y: Tensor, normalize: bool = True) -> Tensor:
@@ -146,16 +146,6 @@ def transfer_drift_mean_shift(
     Shapes: u (S, D), a (N, D), delta (N, D) -> u' (S, D).
     """
     return u + mean_shift_drift(u, a, delta, sigma, normalize)
-
-
-def check_solver(solver: str, reg: float) -> None:
-    """Raise ValueError unless ``solver`` is a known POT method that is safe at this ``reg``."""
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if reg <= 0:
-        raise ValueError(f"reg must be > 0, got {reg}")
-    if solver == "sinkhorn" and reg < SCALING_MIN_REG:
-        raise ValueError(f"solver 'sinkhorn' needs reg >= {SCALING_MIN_REG} (underflow); use 'sinkhorn_log'")
 
 
 def _check_pair(x: Tensor, y: Tensor) -> None:

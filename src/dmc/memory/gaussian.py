@@ -11,34 +11,11 @@ float32 as a cache, and never checkpointed: they are rebuilt whenever statistics
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-COVARIANCE_FORMS = ("full", "diag")
-
-
-@dataclass
-class MemoryConfig:
-    """How class statistics are estimated: S = unbiased empirical covariance, then shrink, then ridge."""
-
-    covariance: str = "full"  # [reconstruction] full: (D, D) Sigma | diag: (D,) variances, 1/D of the memory
-    ridge: float = 1e-4  # [reconstruction] eps of the ridge eps*tau*I; keeps classes with N < D positive definite
-    relative_ridge: bool = True  # [reconstruction] tau = mean variance tr/D (scale-free); false: tau = 1 (RAPF)
-    shrink: bool = False  # [reconstruction] RAPF's shrinkage toward mean diagonal / off-diagonal values
-    shrink_diag: float = 1.0  # [reconstruction] alpha0, weight of mean(diag S)*I (RAPF's code: 1)
-    shrink_offdiag: float = 1.0  # [reconstruction] alpha1, weight of mean(offdiag S)*(1 - I) (RAPF: 1; <= alpha0)
-    normalize: bool = False  # [reconstruction] L2-normalise features before fitting (METHOD.md: unnormalised)
-
-    def __post_init__(self) -> None:
-        if self.covariance not in COVARIANCE_FORMS:
-            raise ValueError(f"covariance must be one of {COVARIANCE_FORMS}, got {self.covariance!r}")
-        if self.ridge <= 0:
-            raise ValueError(f"ridge must be > 0 to keep covariances positive definite, got {self.ridge}")
-        if self.shrink_diag < 0 or self.shrink_offdiag < 0:
-            raise ValueError("shrink_diag and shrink_offdiag must be >= 0")
-
+from dmc.config import MemoryConfig
 
 def shrink_covariance(cov: Tensor, a0: float = 1.0, a1: float = 1.0) -> Tensor:
     """Shrink a covariance toward its mean diagonal and mean off-diagonal values (RAPF's form).

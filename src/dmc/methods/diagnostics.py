@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from dmc.memory.gaussian import MemoryConfig, fit_gaussian
+from dmc.config import MemoryConfig
+from dmc.memory.gaussian import fit_gaussian
 
 
 def _rel(err: torch.Tensor, ref: torch.Tensor) -> float:

@@ -44,7 +44,6 @@ old class replayed in every step rather than a rotating few.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -53,33 +52,6 @@ from dmc.engine.train import fit
 from dmc.memory.gaussian import GaussianBank
 from dmc.methods.base import METHODS, Method, Task
 from dmc.methods.stages import encode_dataset, feature_batches, label_lut
-
-HINGE_PAIRS = ("all", "nearest")
-
-
-@dataclass
-class RapfConfig:
-    """RAPF's adapter training; replay amount is ``replay.per_class``, statistics follow ``memory``."""
-
-    lr: float = 1e-3  # adapter learning rate (AdamW, cosine) [reconstruction] (RAPF's released configs: Adam 1e-3)
-    weight_decay: float = 0.0  # adapter weight decay [reconstruction] (RAPF's released code: 0)
-    epochs: int = 15  # passes over the task's cached features [reconstruction] (RAPF's released configs: 15)
-    batch_size: int = 100  # real features per step [reconstruction] (RAPF's released CIFAR-100 config: 100)
-    hinge: bool = True  # [paper] adaptive representation adjustment: hinge on neighbouring old/new class pairs
-    hinge_threshold: float = 0.55  # neighbours if ||t_old - t_new|| < this (unit text embeddings) [reconstruction] (released: CIFAR-100 0.55, ImageNet-R 0.6)
-    hinge_margin: float = 0.1  # m: required cos(own text) - cos(neighbour's text) [reconstruction] (released code: 0.1)
-    hinge_weight: float = 1.0  # weight of L_hinge next to the cross-entropy [reconstruction] (released code: 1)
-    hinge_per_pair: int = 8  # pseudo-features of the old class per neighbour pair per step [reconstruction]
-    hinge_pairs: str = "all"  # all (every pair under the threshold) | nearest (old class's nearest new one) [reconstruction]
-    fusion: bool = True  # [paper] decomposed parameter fusion of old and new adapter weights after each task
-    fusion_bias: float = 0.6  # b in lambda = min(1, Delta/max Delta + b); 1 keeps W_new [reconstruction] (released: CIFAR-100 0.6, ImageNet-R 0.7)
-
-    def __post_init__(self) -> None:  # config.validate re-runs this after overrides
-        if self.hinge_pairs not in HINGE_PAIRS:
-            raise ValueError(f"hinge_pairs must be one of {HINGE_PAIRS}, got {self.hinge_pairs!r}")
-        if min(self.fusion_bias, self.hinge_threshold, self.hinge_per_pair, self.epochs) < 0 or self.batch_size < 1:
-            raise ValueError("fusion_bias, hinge_threshold, hinge_per_pair and epochs must be >= 0; batch_size >= 1")
-
 
 # --------------------------------------------------------------------------- the two rules, as functions
 def neighbour_pairs(old_text: torch.Tensor, new_text: torch.Tensor, threshold: float,

@@ -5,12 +5,12 @@ dataset's *native* ids (0..n_classes-1 in the order of `class_names`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence, Union
 
 import numpy as np
 
-from dmc.data.world_config import WorldConfig
+from dmc.config import DataConfig
 from dmc.registry import Registry
 
 
@@ -27,17 +27,6 @@ class Samples:
 
     def __len__(self) -> int:
         return len(self.targets)
-
-
-@dataclass
-class DataConfig:
-    root: str | None = None  # dataset root folder (real benchmarks); [reconstruction] no default path
-    download: bool = False  # allow torchvision to download (CIFAR-100 only)
-    split_file: str | None = None  # ImageNet-R: optional list file with `train` / `test` sections
-    split_seed: int = 0  # ImageNet-R: seed of the per-class 80/20 split when no split file is given
-    skip_corrupt: bool = False  # skip unreadable images (reported) instead of stopping
-    num_workers: int = 0  # DataLoader workers
-    world: WorldConfig = field(default_factory=WorldConfig)  # the offline glyph world (benchmark `glyphs`)
 
 
 class Source(Protocol):

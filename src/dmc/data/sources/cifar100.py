@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dmc.data.sources.base import SOURCES, DataConfig, Samples
+from dmc.config import DataConfig
+from dmc.data.sources.base import SOURCES, Samples
 from dmc.data.sources.files import check_split, read_package_lines
 from dmc.errors import DataError
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dmc.data.sources.base import SOURCES, DataConfig, Samples
+from dmc.config import DataConfig
+from dmc.data.sources.base import SOURCES, Samples
 from dmc.data.sources.files import check_files_exist, check_root, check_split, read_package_lines, scanned_samples
 from dmc.errors import DataError
 

@@ -6,7 +6,8 @@ rendered arrays are cached in `dmc.data.glyphs.cache_dir()`.
 from __future__ import annotations
 
 from dmc.data import glyphs
-from dmc.data.sources.base import SOURCES, DataConfig, Samples
+from dmc.config import DataConfig
+from dmc.data.sources.base import SOURCES, Samples
 from dmc.errors import DataError
 
 
@@ -28,13 +29,8 @@ class GlyphSource:
         """Renditions of all 100 classes: uint8 (N, 32, 32, 3) items and native ids as targets."""
         if split not in ("train", "test"):
             raise DataError(f"glyphs: split must be 'train' or 'test', got {split!r}")
-        world = data.world
-        if world.train_per_class < 1 or world.test_per_class < 1:
-            raise DataError("glyphs: world.train_per_class and world.test_per_class must be at least 1")
-        if not 0.0 <= world.severity <= 1.0:
-            raise DataError(f"glyphs: world.severity must be in [0, 1], got {world.severity}")
         try:
-            images, targets = glyphs.renditions_split(world, split)
+            images, targets = glyphs.renditions_split(data.world, split)
         except FileNotFoundError as err:
             raise DataError(f"glyphs: {err}") from err
         return Samples(items=images, targets=targets)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dmc.data.sources.base import SOURCES, DataConfig, Samples
+from dmc.config import DataConfig
+from dmc.data.sources.base import SOURCES, Samples
 from dmc.data.sources.files import SPLITS, check_root, check_split, list_images, list_subfolders, scanned_samples
 from dmc.errors import DataError
 

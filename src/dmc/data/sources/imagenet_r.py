@@ -24,7 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from dmc.data.sources.base import SOURCES, DataConfig, Samples
+from dmc.config import DataConfig
+from dmc.data.sources.base import SOURCES, Samples
 from dmc.data.sources.files import (
     SPLITS,
     check_files_exist,

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dmc.data.sources.base import SOURCES, DataConfig, Samples
+from dmc.config import DataConfig
+from dmc.data.sources.base import SOURCES, Samples
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "disc", "bar")

@@ -1,129 +1,25 @@
-"""Run configuration: dataclass sections, YAML presets, typed `--set key.path=value` overrides.
+"""Resolving a run's config: YAML presets, typed `--set key.path=value` overrides, checks, files.
 
 Resolution order (later wins): dataclass defaults -> benchmark preset -> method preset -> the benchmark
-preset's `per_method.<method>` block -> CLI flags -> `--set` overrides. The resolved config is saved in
-every run directory, so a run can be repeated from its `config.yaml` alone.
+preset's `per_method.<method>` block -> CLI flags -> `--set` overrides. Every section's checks then run on
+the final values. The resolved config is saved in every run directory, so a run can be repeated from its
+`config.yaml` alone.
 """
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dmc.calibration import CalibrationConfig
-from dmc.data.sources.base import DataConfig
+from dmc.config.checks import BadValue
+from dmc.config.run import RunConfig
 from dmc.errors import UserError
 from dmc.files import write_text
-from dmc.memory.gaussian import MemoryConfig
-from dmc.methods.rapf import RapfConfig
-
-
-@dataclass
-class BenchmarkConfig:
-    name: str = "glyphs"  # registered benchmark (`dmc list`)
-    base: int | None = None  # classes in the first task; None: the benchmark's default (0 = same as increment)
-    increment: int | None = None  # classes per later task; None: the benchmark's default
-    order_file: str | None = None  # YAML/JSON list of native class ids; None: seeded permutation
-    order_seed: int | None = None  # seed of the permutation; None: the run seed (PyCIL: 1993)
-    max_tasks: int | None = None  # stop after this many tasks (smoke runs)
-    train_per_class: int | None = None  # keep at most this many training images per class (smoke runs)
-    test_per_class: int | None = None  # keep at most this many test images per class (smoke runs)
-
-
-@dataclass
-class ModelConfig:
-    backbone: str = "toy"  # `tiny`, `toy`, or any open_clip model name (e.g. ViT-B-16)
-    pretrained: str | None = None  # open_clip pretrained tag; None: the backbone's default (ViT-B-16: openai)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
-
-
-@dataclass
-class VisionConfig:
-    """Stage 1 of DMC and the vision side of `finetune` / `cotrain` / `joint`."""
-
-    enabled: bool = True  # [reconstruction] DMC stage 1 on/off (ablation "stage 1 off")
-    trainable: str = "all"  # [reconstruction] all (blocks+ln_post+proj) | last-K | full (incl. patch embed)
-    lr: float = 3e-5  # [reconstruction] AdamW learning rate; gentle, chosen by measurement (docs/results.md)
-    weight_decay: float = 0.01  # [reconstruction]
-    epochs: int = 5  # [reconstruction]
-    batch_size: int = 64  # [reconstruction]
-    loss_scope: str = "task"  # [reconstruction] task (CE over C_t, measured best) / seen (over all seen classes)
-    anchors: str = "prompts"  # [reconstruction] prompts (current prompt learner) | template
-
-
-@dataclass
-class PromptConfig:
-    """Stage 2 of DMC, `coop`, `cotrain`: CoOp-style soft prompts."""
-
-    enabled: bool = True  # [reconstruction] DMC stage 2 on/off (ablation "stage 2 off")
-    n_ctx: int | None = None  # [reconstruction] shared context tokens; None: the template prefix's length
-    init: str = "template"  # [reconstruction] template (word embeddings of the template prefix) | random
-    task_tokens: int = 0  # [paper: DMC-OT (b)] learnable tokens per task before the context; 0 = off
-    lr: float = 2e-3  # [reconstruction] Adam learning rate
-    epochs: int = 5  # [reconstruction] passes over the task's cached features
-    batch_size: int = 64  # [reconstruction] real features per step
-    views: int = 1  # [reconstruction] cached views per image (>1 adds augmented views)
-
-
-@dataclass
-class ReplayConfig:
-    enabled: bool = True  # [paper] replay old classes from Gaussian statistics (ablation "replay off")
-    per_class: int = 4  # [reconstruction] pseudo-features per old class in each step
-
-
-@dataclass
-class DmcConfig:
-    decoupled: bool = True  # [paper] stage 1 (vision, text frozen) then stage 2 (prompts, vision frozen)
-
-
-@dataclass
-class DiagnosticsConfig:
-    drift: bool = False  # measure drift of stored vs calibrated statistics (held-out old data, never trained on)
-
-
-@dataclass
-class CheckpointConfig:
-    keep: str = "all"  # all (one per task) | last
-
-
-@dataclass
-class EvalConfig:
-    batch_size: int = 256
-
-
-@dataclass
-class RunConfig:
-    method: str = "dmc-ot"  # the default `dmc run`: DMC-OT
-    seed: int = 1993  # seeds everything (class order too unless benchmark.order_seed is set)
-    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    vision: VisionConfig = field(default_factory=VisionConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    replay: ReplayConfig = field(default_factory=ReplayConfig)
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
-    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    dmc: DmcConfig = field(default_factory=DmcConfig)
-    rapf: RapfConfig = field(default_factory=RapfConfig)
-    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-CHOICES = {
-    "vision.loss_scope": ("seen", "task"),
-    "vision.anchors": ("prompts", "template"),
-    "prompt.init": ("template", "random"),
-    "checkpoint.keep": ("all", "last"),
-    "model.precision": ("auto", "fp32", "bf16"),
-}
 
 SMOKE = {
     "benchmark.max_tasks": 3,
@@ -188,10 +84,7 @@ def set_key(cfg: RunConfig, key: str, value: Any) -> None:
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(getattr(obj, part)):
                 raise UserError(f"config key {key!r} is a section; set one of its fields")
-            value = _coerce(value, types_[part], key)
-            if key in CHOICES and value not in CHOICES[key]:
-                raise UserError(f"bad value for {key}: {value!r}; choose one of: {', '.join(CHOICES[key])}")
-            setattr(obj, part, value)
+            setattr(obj, part, _coerce(value, types_[part], key))
         else:
             obj = getattr(obj, part)
             if not dataclasses.is_dataclass(obj):
@@ -262,16 +155,17 @@ def resolve(
     return cfg
 
 
-def validate(cfg: RunConfig) -> None:
-    """Re-run each section's own checks (`__post_init__`) on the final values; errors name the section."""
+def validate(cfg: Any, path: str = "") -> None:
+    """Run every section's `check` on the final values (nested sections too); the error names the key."""
     for f in dataclasses.fields(cfg):
         section = getattr(cfg, f.name)
-        check = getattr(section, "__post_init__", None)
-        if dataclasses.is_dataclass(section) and check is not None:
-            try:
-                check()
-            except ValueError as exc:
-                raise UserError(f"bad value in {f.name}: {exc}") from None
+        if not dataclasses.is_dataclass(section):
+            continue
+        try:
+            section.check()
+        except BadValue as exc:
+            raise UserError(str(exc.under(path + f.name))) from None
+        validate(section, f"{path}{f.name}.")
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:

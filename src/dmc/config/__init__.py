@@ -1,0 +1,18 @@
+"""Run configuration: dataclass sections, YAML presets, typed `--set key.path=value` overrides.
+
+The config owns the description of every section (fields, defaults, provenance, accepted values) and
+imports nothing of the library above it, so methods, the loop and the CLI can all take a `RunConfig`.
+"""
+from dmc.config.checks import BadValue, Section
+from dmc.config.data import BenchmarkConfig, DataConfig, WorldConfig
+from dmc.config.methods import SOLVERS, CalibrationConfig, DmcConfig, MemoryConfig, RapfConfig, ReplayConfig
+from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
+from dmc.config.resolve import SMOKE, apply_dict, load, parse_set, resolve, save, set_key, to_dict, validate
+from dmc.config.run import CheckpointConfig, DiagnosticsConfig, EvalConfig, RunConfig
+
+__all__ = [
+    "SMOKE", "SOLVERS", "BadValue", "BenchmarkConfig", "CalibrationConfig", "CheckpointConfig", "DataConfig",
+    "DiagnosticsConfig", "DmcConfig", "EvalConfig", "MemoryConfig", "ModelConfig", "PromptConfig",
+    "RapfConfig", "ReplayConfig", "RunConfig", "Section", "VisionConfig", "WorldConfig", "apply_dict",
+    "load", "parse_set", "resolve", "save", "set_key", "to_dict", "validate",
+]

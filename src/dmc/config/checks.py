@@ -1,0 +1,70 @@
+"""Checks of config values, shared by every section: one message format, run when a config is resolved.
+
+Each section states what its fields accept in `check`; `validate` runs every check on the final values
+(after presets and overrides) and names the whole key, so a typo fails in one line before any backbone or
+data is loaded. Code below the config trusts these values and does not check them again.
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+
+class BadValue(ValueError):
+    """A field holds a value it does not accept; `field` is the key as far as it is known."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        super().__init__(f"bad value for {field}: {value!r}; {expected}")
+        self.field, self.value, self.expected = field, value, expected
+
+    def under(self, section: str) -> BadValue:
+        """The same error, with the key path of the section in front (`trainable` -> `vision.trainable`)."""
+        return BadValue(f"{section}.{self.field}", self.value, self.expected)
+
+
+class Section:
+    """Base of the config sections: values are checked when a section is built and again by `validate`
+    (overrides set fields one by one, after construction)."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise BadValue for a field outside what it accepts (nothing to check by default)."""
+
+
+def one_of(section: object, name: str, choices: Sequence[str], shown: str | None = None) -> None:
+    """The field is one of `choices`; the message lists them (or `shown`, for choices with a pattern)."""
+    value = getattr(section, name)
+    if value not in choices:
+        raise BadValue(name, value, f"choose one of: {shown or ', '.join(choices)}")
+
+
+def matches(section: object, name: str, pattern: str, shown: str) -> None:
+    """The field (a string) matches `pattern` entirely; `shown` says what is accepted."""
+    value = getattr(section, name)
+    if not re.fullmatch(pattern, value):
+        raise BadValue(name, value, f"choose one of: {shown}")
+
+
+def at_least(section: object, low: float, *names: str) -> None:
+    """Each named field is >= low (None, where a field allows it, passes)."""
+    for name in names:
+        value = getattr(section, name)
+        if value is not None and value < low:
+            raise BadValue(name, value, f"must be >= {low}")
+
+
+def positive(section: object, *names: str) -> None:
+    """Each named field is > 0 (None, where a field allows it, passes)."""
+    for name in names:
+        value = getattr(section, name)
+        if value is not None and value <= 0:
+            raise BadValue(name, value, "must be > 0")
+
+
+def within(section: object, name: str, low: float, high: float) -> None:
+    """The field lies in [low, high]."""
+    value = getattr(section, name)
+    if not low <= value <= high:
+        raise BadValue(name, value, f"must be in [{low}, {high}]")

@@ -1,0 +1,99 @@
+"""Config sections of how the methods learn: replay, the Gaussian memory, drift calibration, DMC, RAPF."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dmc.config.checks import BadValue, Section, at_least, one_of, positive
+
+SOLVERS = ("sinkhorn", "sinkhorn_log")  # POT's entropic OT methods that calibration may use
+SCALING_MIN_REG = 0.02  # below it, exp(-cost/reg) (cost <= 1) may underflow: use "sinkhorn_log"
+
+
+@dataclass
+class ReplayConfig(Section):
+    enabled: bool = True  # [paper] replay old classes from Gaussian statistics (ablation "replay off")
+    per_class: int = 4  # [reconstruction] pseudo-features per old class in each step
+
+    def check(self) -> None:
+        at_least(self, 0, "per_class")
+
+
+@dataclass
+class MemoryConfig(Section):
+    """How class statistics are estimated: S = unbiased empirical covariance, then shrink, then ridge."""
+
+    covariance: str = "full"  # [reconstruction] full: (D, D) Sigma | diag: (D,) variances, 1/D of the memory
+    ridge: float = 1e-4  # [reconstruction] eps of the ridge eps*tau*I; keeps classes with N < D positive definite
+    relative_ridge: bool = True  # [reconstruction] tau = mean variance tr/D (scale-free); false: tau = 1 (RAPF)
+    shrink: bool = False  # [reconstruction] RAPF's shrinkage toward mean diagonal / off-diagonal values
+    shrink_diag: float = 1.0  # [reconstruction] alpha0, weight of mean(diag S)*I (RAPF's code: 1)
+    shrink_offdiag: float = 1.0  # [reconstruction] alpha1, weight of mean(offdiag S)*(1 - I) (RAPF: 1; <= alpha0)
+    normalize: bool = False  # [reconstruction] L2-normalise features before fitting (METHOD.md: unnormalised)
+
+    def check(self) -> None:
+        one_of(self, "covariance", ("full", "diag"))
+        positive(self, "ridge")  # keeps covariances positive definite
+        at_least(self, 0, "shrink_diag", "shrink_offdiag")
+
+
+def check_solver(solver: str, reg: float) -> None:
+    """Raise BadValue unless `solver` is one of SOLVERS and safe at entropic regularisation `reg`."""
+    if solver not in SOLVERS:
+        raise BadValue("solver", solver, f"choose one of: {', '.join(SOLVERS)}")
+    if reg <= 0:
+        raise BadValue("reg", reg, "must be > 0")
+    if solver == "sinkhorn" and reg < SCALING_MIN_REG:
+        raise BadValue("reg", reg, f"solver 'sinkhorn' needs reg >= {SCALING_MIN_REG} (underflow); use 'sinkhorn_log'")
+
+
+@dataclass
+class CalibrationConfig(Section):
+    """How stored Gaussians follow the encoder's drift (DMC-OT (a) is ``[paper]``; its form is ours)."""
+
+    method: str = "ot"  # [paper: DMC-OT (a)] none (DMC, stats as stored) | mean-shift (SDC-style) | ot
+    samples_per_class: int = 256  # [reconstruction] S samples per old class that carry the drift (>= 2)
+    reg: float = 0.05  # [reconstruction] entropic epsilon, relative to the cost scaled to max 1
+    sigma: float = 0.2  # [reconstruction] mean-shift kernel width, in (by default L2-normalised) feature units
+    max_iter: int = 1000  # [reconstruction] Sinkhorn iteration cap
+    tol: float = 1e-2  # [reconstruction] Sinkhorn stop: column-marginal L2 error relative to ||1/N||_2
+    solver: str = "sinkhorn"  # [reconstruction] POT method: sinkhorn (scaling; reg >= 0.02) | sinkhorn_log
+    normalize_cost: bool = True  # [reconstruction] OT cost and mean-shift kernel on L2-normalised features
+    relax: float | None = None  # None: balanced OT; a float: column marginal as a KL penalty of this weight (semi-relaxed OT) [reconstruction]
+    min_eig: float = 5e-5  # [reconstruction] eigenvalue floor (x tr/D) for calibrated covariances; half the ridge
+
+    def check(self) -> None:
+        one_of(self, "method", ("none", "mean-shift", "ot"))
+        check_solver(self.solver, self.reg)
+        at_least(self, 2, "samples_per_class")  # a covariance change needs two samples
+        at_least(self, 1, "max_iter")
+        positive(self, "sigma", "tol", "min_eig", "relax")
+
+
+@dataclass
+class DmcConfig(Section):
+    decoupled: bool = True  # [paper] stage 1 (vision, text frozen) then stage 2 (prompts, vision frozen)
+
+
+@dataclass
+class RapfConfig(Section):
+    """RAPF's adapter training; replay amount is ``replay.per_class``, statistics follow ``memory``."""
+
+    lr: float = 1e-3  # adapter learning rate (AdamW, cosine) [reconstruction] (RAPF's released configs: Adam 1e-3)
+    weight_decay: float = 0.0  # adapter weight decay [reconstruction] (RAPF's released code: 0)
+    epochs: int = 15  # passes over the task's cached features [reconstruction] (RAPF's released configs: 15)
+    batch_size: int = 100  # real features per step [reconstruction] (RAPF's released CIFAR-100 config: 100)
+    hinge: bool = True  # [paper] adaptive representation adjustment: hinge on neighbouring old/new class pairs
+    hinge_threshold: float = 0.55  # neighbours if ||t_old - t_new|| < this (unit text embeddings) [reconstruction] (released: CIFAR-100 0.55, ImageNet-R 0.6)
+    hinge_margin: float = 0.1  # m: required cos(own text) - cos(neighbour's text) [reconstruction] (released code: 0.1)
+    hinge_weight: float = 1.0  # weight of L_hinge next to the cross-entropy [reconstruction] (released code: 1)
+    hinge_per_pair: int = 8  # pseudo-features of the old class per neighbour pair per step [reconstruction]
+    hinge_pairs: str = "all"  # all (every pair under the threshold) | nearest (old class's nearest new one) [reconstruction]
+    fusion: bool = True  # [paper] decomposed parameter fusion of old and new adapter weights after each task
+    fusion_bias: float = 0.6  # b in lambda = min(1, Delta/max Delta + b); 1 keeps W_new [reconstruction] (released: CIFAR-100 0.6, ImageNet-R 0.7)
+
+    def check(self) -> None:
+        one_of(self, "hinge_pairs", ("all", "nearest"))
+        positive(self, "lr")
+        at_least(self, 0, "weight_decay", "epochs", "hinge_threshold", "hinge_weight", "hinge_per_pair",
+                 "fusion_bias")
+        at_least(self, 1, "batch_size")

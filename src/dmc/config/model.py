@@ -1,0 +1,62 @@
+"""Config sections of the CLIP model and its two trainable sides: the image tower and the soft prompts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dmc.config.checks import Section, at_least, matches, one_of, positive
+
+TRAINABLE = r"none|all|full|last-[1-9][0-9]*"  # the depth limit of last-K needs the backbone (models.clip)
+
+
+@dataclass
+class ModelConfig(Section):
+    backbone: str = "toy"  # `tiny`, `toy`, or any open_clip model name (e.g. ViT-B-16)
+    pretrained: str | None = None  # open_clip pretrained tag; None: the backbone's default (ViT-B-16: openai)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+
+    def check(self) -> None:
+        matches(self, "device", r"auto|cpu|cuda(:[0-9]+)?", "auto, cpu, cuda, cuda:N")
+        one_of(self, "precision", ("auto", "fp32", "bf16"))
+
+
+@dataclass
+class VisionConfig(Section):
+    """Stage 1 of DMC and the vision side of `finetune` / `cotrain` / `joint`."""
+
+    enabled: bool = True  # [reconstruction] DMC stage 1 on/off (ablation "stage 1 off")
+    trainable: str = "all"  # [reconstruction] all (blocks+ln_post+proj) | last-K | full (incl. patch embed)
+    lr: float = 3e-5  # [reconstruction] AdamW learning rate; gentle, chosen by measurement (docs/results.md)
+    weight_decay: float = 0.01  # [reconstruction]
+    epochs: int = 5  # [reconstruction]
+    batch_size: int = 64  # [reconstruction]
+    loss_scope: str = "task"  # [reconstruction] task (CE over C_t, measured best) / seen (over all seen classes)
+    anchors: str = "prompts"  # [reconstruction] prompts (current prompt learner) | template
+
+    def check(self) -> None:
+        matches(self, "trainable", TRAINABLE, "none, all, full, last-K (K = 1..blocks)")
+        one_of(self, "loss_scope", ("task", "seen"))
+        one_of(self, "anchors", ("prompts", "template"))
+        positive(self, "lr")
+        at_least(self, 0, "weight_decay", "epochs")
+        at_least(self, 1, "batch_size")
+
+
+@dataclass
+class PromptConfig(Section):
+    """Stage 2 of DMC, `coop`, `cotrain`: CoOp-style soft prompts."""
+
+    enabled: bool = True  # [reconstruction] DMC stage 2 on/off (ablation "stage 2 off")
+    n_ctx: int | None = None  # [reconstruction] shared context tokens; None: the template prefix's length
+    init: str = "template"  # [reconstruction] template (word embeddings of the template prefix) | random
+    task_tokens: int = 0  # [paper: DMC-OT (b)] learnable tokens per task before the context; 0 = off
+    lr: float = 2e-3  # [reconstruction] Adam learning rate
+    epochs: int = 5  # [reconstruction] passes over the task's cached features
+    batch_size: int = 64  # [reconstruction] real features per step
+    views: int = 1  # [reconstruction] cached views per image (>1 adds augmented views)
+
+    def check(self) -> None:
+        one_of(self, "init", ("template", "random"))
+        positive(self, "lr")
+        at_least(self, 0, "n_ctx", "task_tokens", "epochs")
+        at_least(self, 1, "batch_size", "views")

@@ -1,0 +1,52 @@
+"""The whole run's config: every section, in the order a run is resolved."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dmc.config.checks import Section, at_least, one_of
+from dmc.config.data import BenchmarkConfig, DataConfig
+from dmc.config.methods import CalibrationConfig, DmcConfig, MemoryConfig, RapfConfig, ReplayConfig
+from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
+
+
+@dataclass
+class DiagnosticsConfig(Section):
+    drift: bool = False  # measure drift of stored vs calibrated statistics (held-out old data, never trained on)
+
+
+@dataclass
+class CheckpointConfig(Section):
+    keep: str = "all"  # all (one per task) | last
+
+    def check(self) -> None:
+        one_of(self, "keep", ("all", "last"))
+
+
+@dataclass
+class EvalConfig(Section):
+    batch_size: int = 256
+
+    def check(self) -> None:
+        at_least(self, 1, "batch_size")
+
+
+@dataclass
+class RunConfig:
+    """Fields in the order a run is resolved: the seed; the benchmark and what its preset sets (data,
+    model); the method and the sections that method presets tune; the harness around every method."""
+
+    seed: int = 1993  # seeds everything (class order too unless benchmark.order_seed is set)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: str = "dmc-ot"  # the default `dmc run`: DMC-OT
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    dmc: DmcConfig = field(default_factory=DmcConfig)
+    rapf: RapfConfig = field(default_factory=RapfConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
