@@ -1,6 +1,8 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
+from dmc.errors import UserError
 from dmc.models.clip import build_backbone, vision_trainable_params
 from dmc.models.prompts import PromptLearner
 
@@ -59,3 +61,5 @@ def test_vision_trainable_parts():
     assert not any(p is visual.conv1.weight for p in all_blocks)
     assert any(p is visual.conv1.weight for p in full)
     assert n_blocks == 2
+    with pytest.raises(UserError, match="'last-3'; the tower has 2 blocks"):  # the one check that needs the tower
+        vision_trainable_params(bb.model, "last-3")

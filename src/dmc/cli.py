@@ -165,9 +165,12 @@ def cmd_bench_ot(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
+    from dmc.config import ModelConfig, VisionConfig
     from dmc.engine.bench import bench_speed
     from dmc.engine.runtime import make_runtime
 
+    ModelConfig(device=args.device, precision=args.precision)  # the flags are checked as a run's config is
+    VisionConfig(trainable=args.trainable)
     rt = make_runtime(args.device, args.precision, progress=False)
     print(json.dumps(bench_speed(rt, args.backbone, args.batch, args.classes, args.repeats, args.trainable), indent=1))
     return 0

@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from dmc.errors import UserError
 
-class BadValue(ValueError):
-    """A field holds a value it does not accept; `field` is the key as far as it is known."""
+
+class BadValue(UserError, ValueError):
+    """A field holds a value it does not accept; `field` is the key as far as it is known. A user error
+    (the CLI reports it in one line) and a ValueError (for code that builds sections directly)."""
 
     def __init__(self, field: str, value: object, expected: str) -> None:
         super().__init__(f"bad value for {field}: {value!r}; {expected}")

@@ -164,7 +164,7 @@ def validate(cfg: Any, path: str = "") -> None:
         try:
             section.check()
         except BadValue as exc:
-            raise UserError(str(exc.under(path + f.name))) from None
+            raise exc.under(path + f.name) from None
         validate(section, f"{path}{f.name}.")
 
 

@@ -139,18 +139,11 @@ def init_distributed(device: str) -> tuple[int, int, str]:
 
 def make_runtime(device: str = "auto", precision: str = "auto", progress: bool = True,
                  num_workers: int = 0) -> Runtime:
+    """`device` and `precision` as checked by ModelConfig; whether CUDA is there is only known here."""
     rank, world, device = init_distributed(device)
-    if device == "auto":
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            raise UserError(f"bad value for model.device: {device!r}; use auto, cpu or cuda[:N]") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise UserError("model.device asks for CUDA but no GPU is visible; use --set model.device=cpu")
-    if precision not in ("auto", "fp32", "bf16"):
-        raise UserError(f"bad value for model.precision: {precision!r}; use auto, fp32 or bf16")
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("model.device asks for CUDA but no GPU is visible; use --set model.device=cpu")
     amp = None
     if precision == "bf16" or (precision == "auto" and dev.type == "cuda"):
         amp = torch.bfloat16

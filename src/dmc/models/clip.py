@@ -104,8 +104,9 @@ def build_backbone(name: str, pretrained: str | None = None) -> Backbone:
 def vision_trainable_params(model: nn.Module, trainable: str) -> list[nn.Parameter]:
     """Parameters of the image tower trained in stage 1.
 
-    trainable: "none"; "last-K" (last K transformer blocks + ln_post + proj); "all" (every block +
-    ln_post + proj; patch embedding, class/positional embedding and ln_pre stay frozen); "full".
+    trainable (as checked by VisionConfig): "none"; "last-K" (last K transformer blocks + ln_post + proj);
+    "all" (every block + ln_post + proj; patch embedding, class/positional embedding and ln_pre stay
+    frozen); "full". Only the depth limit of last-K needs the tower, so only it is checked here.
     """
     visual = model.visual
     if trainable == "none":
@@ -113,14 +114,9 @@ def vision_trainable_params(model: nn.Module, trainable: str) -> list[nn.Paramet
     if trainable == "full":
         return list(visual.parameters())
     blocks = list(visual.transformer.resblocks)
-    if trainable == "all":
-        k = len(blocks)
-    elif trainable.startswith("last-") and trainable[5:].isdigit():
-        k = int(trainable[5:])
-        if not 1 <= k <= len(blocks):
-            raise UserError(f"bad value for vision.trainable: {trainable!r}; the tower has {len(blocks)} blocks")
-    else:
-        raise UserError(f"bad value for vision.trainable: {trainable!r}; use none, last-K, all or full")
+    k = len(blocks) if trainable == "all" else int(trainable.removeprefix("last-"))
+    if k > len(blocks):
+        raise UserError(f"bad value for vision.trainable: {trainable!r}; the tower has {len(blocks)} blocks")
     params = [p for b in blocks[len(blocks) - k:] for p in b.parameters()]
     params += list(visual.ln_post.parameters())
     if isinstance(visual.proj, nn.Parameter):

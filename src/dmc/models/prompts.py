@@ -46,23 +46,20 @@ class PromptLearner(nn.Module):
             return self.model.token_embedding(ids[1:1 + n]).detach().clone()
 
     def _init_vectors(self, n: int, init: str, prefix_emb: torch.Tensor) -> torch.Tensor:
-        width = self.model.token_embedding.weight.shape[1]
-        if init == "template":
-            if n != prefix_emb.shape[0]:
-                raise UserError(f"prompt.init=template needs n_ctx equal to the template prefix length "
-                                f"({prefix_emb.shape[0]} tokens for {self.prefix!r}); got {n}")
-            return prefix_emb.clone()
+        """(n, W) vectors: "random" (N(0, 0.02^2)) or "template" (the prefix's word embeddings, which
+        needs n equal to the prefix length: only known with the tokenizer, so checked here)."""
         if init == "random":
-            return torch.randn(n, width) * 0.02
-        raise UserError(f"bad value for prompt.init: {init!r}; use template or random")
+            return torch.randn(n, self.model.token_embedding.weight.shape[1]) * 0.02
+        if n != prefix_emb.shape[0]:
+            raise UserError(f"prompt.init=template needs n_ctx equal to the template prefix length "
+                            f"({prefix_emb.shape[0]} tokens for {self.prefix!r}); got {n}")
+        return prefix_emb.clone()
 
     def add_task(self, names: list[str]) -> int:
         """Register a new task's classes (and its task tokens); returns the task index."""
         task = len(self.task_ctx)
         if self.n_task:
-            prefix_emb = self._prefix_embedding()
-            init = "template" if self.task_init == "template" else "random"
-            vec = self._init_vectors(self.n_task, init, prefix_emb).to(self.ctx.device)
+            vec = self._init_vectors(self.n_task, self.task_init, self._prefix_embedding()).to(self.ctx.device)
         else:
             vec = torch.zeros(0, self.ctx.shape[1], device=self.ctx.device)
         self.task_ctx.append(nn.Parameter(vec))
