@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from dmc.engine.loop import run
-from dmc.engine.runtime import make_runtime
+from dmc.training.runtime import make_runtime
 from tests.helpers import TINY, tiny_cfg
 
 pytestmark = pytest.mark.slow

@@ -6,9 +6,9 @@ import torch
 
 from dmc.data.benchmark import make_benchmark
 from dmc.engine.loop import load_datasets, make_task, run
-from dmc.engine.runtime import make_runtime
+from dmc.training.runtime import make_runtime
 from dmc.methods import METHODS
-from dmc.methods.stages import encode_dataset, train_prompts, train_vision
+from dmc.methods.stages import train_prompts, train_vision
 from dmc.models.clip import build_backbone
 from tests.helpers import tiny_cfg
 
@@ -41,16 +41,16 @@ def test_stage1_moves_only_vision_and_stage2_only_prompts():
     task = make_task(0, bench, data, cfg.seed)
     m.begin_task(task)
     text0, vis0, prm0 = _text_state(m.model), _snapshot(m.model.visual), _snapshot(m.prompts)
-    train_vision(m, task, m.anchors(task.classes), task.classes)
+    train_vision(m.model.visual, m.anchors(task.classes), task.classes, task, cfg.vision, RT, m.scale())
     vis1 = _snapshot(m.model.visual)
     assert not _same(vis0, vis1), "stage 1 must adapt the image tower"
     assert _same(prm0, _snapshot(m.prompts)), "stage 1 must leave the prompts untouched"
     assert _same(text0, _text_state(m.model)), "the text tower is always frozen"
-    feats, labels = encode_dataset(m, task.train_plain)
+    feats, labels = m.encode(task.train_plain, "features")
     orig_forward = m.model.visual.forward
     m.model.visual.forward = lambda *a, **k: (_ for _ in ()).throw(AssertionError("stage 2 ran the image encoder"))
     try:
-        train_prompts(m, task, m.prompts, feats, labels, task.seen)
+        train_prompts(m.prompts, feats, labels, task.seen, task, cfg.prompt, RT, m.scale())
     finally:
         m.model.visual.forward = orig_forward
     assert _same(vis1, _snapshot(m.model.visual)), "stage 2 must not touch the image tower"

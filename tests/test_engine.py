@@ -5,7 +5,7 @@ import pytest
 from safetensors.torch import load_file
 
 from dmc.engine.loop import run
-from dmc.engine.runtime import make_runtime
+from dmc.training.runtime import make_runtime
 from dmc.errors import UserError
 from dmc.methods import METHODS
 from tests.helpers import killed_copy, tiny_cfg

@@ -53,13 +53,13 @@ def test_vision_trainable_parts():
     bb = _backbone()
     visual = bb.model.visual
     n_blocks = len(visual.transformer.resblocks)
-    last1 = vision_trainable_params(bb.model, "last-1")
-    all_blocks = vision_trainable_params(bb.model, "all")
-    full = vision_trainable_params(bb.model, "full")
+    last1 = vision_trainable_params(bb.model.visual, "last-1")
+    all_blocks = vision_trainable_params(bb.model.visual, "all")
+    full = vision_trainable_params(bb.model.visual, "full")
     assert len(last1) < len(all_blocks) < len(full)
     assert any(p is visual.proj for p in last1)
     assert not any(p is visual.conv1.weight for p in all_blocks)
     assert any(p is visual.conv1.weight for p in full)
     assert n_blocks == 2
     with pytest.raises(UserError, match="'last-3'; the tower has 2 blocks"):  # the one check that needs the tower
-        vision_trainable_params(bb.model, "last-3")
+        vision_trainable_params(bb.model.visual, "last-3")

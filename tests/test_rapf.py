@@ -7,12 +7,12 @@ import torch
 from safetensors.torch import load_file
 
 from dmc.cli import main
-from dmc.engine.evaluate import predict
 from dmc.engine.loop import make_task, prepare, run
-from dmc.engine.runtime import make_runtime
+from dmc.training.runtime import make_runtime
 from dmc.errors import UserError
 from dmc.methods import METHODS
 from dmc.methods.rapf import fuse_adapter, hinge_loss, neighbour_pairs
+from dmc.training.evaluate import predict
 from tests.helpers import killed_copy, tiny_cfg
 
 QUIET = make_runtime("cpu", "fp32", progress=False)
@@ -30,7 +30,8 @@ def test_identity_adapter_equals_zero_shot_until_trained(tmp_path):
         logits_r = rapf.logits(rapf.image_features(x), rapf.class_features(classes))
         logits_z = zeroshot.logits(zeroshot.image_features(x), zeroshot.class_features(classes))
     torch.testing.assert_close(logits_r, logits_z, rtol=0, atol=1e-6)
-    assert (predict(rapf, data["test"], classes) == predict(zeroshot, data["test"], classes)).all()
+    preds = [predict(m.image_features, m.class_features(classes), classes, data["test"], rt, 64) for m in (rapf, zeroshot)]
+    assert (preds[0] == preds[1]).all()
     rapf.train_task(task)
     with torch.no_grad():
         assert not torch.allclose(rapf.image_features(x), zeroshot.image_features(x), atol=1e-4)

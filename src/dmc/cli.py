@@ -87,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _rt_quiet(args: argparse.Namespace, cfg=None):
     if not args.quiet:
         return None
-    from dmc.engine.runtime import make_runtime
+    from dmc.training.runtime import make_runtime
 
     if cfg is None:
         from dmc import config
@@ -167,7 +167,7 @@ def cmd_bench_ot(args: argparse.Namespace) -> int:
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     from dmc.config import ModelConfig, VisionConfig
     from dmc.engine.bench import bench_speed
-    from dmc.engine.runtime import make_runtime
+    from dmc.training.runtime import make_runtime
 
     ModelConfig(device=args.device, precision=args.precision)  # the flags are checked as a run's config is
     VisionConfig(trainable=args.trainable)

@@ -14,9 +14,9 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from dmc.engine.runtime import Runtime
 from dmc.models.clip import BACKBONES, Backbone, set_trainable, vision_trainable_params
 from dmc.models.prompts import PromptLearner
+from dmc.training.runtime import Runtime
 
 
 def random_backbone(name: str) -> Backbone:
@@ -58,7 +58,7 @@ def bench_speed(rt: Runtime, backbone: str = "ViT-B-16", batch: int = 64, classe
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
     x = torch.randn(batch, 3, size, size, device=rt.device)
-    params = vision_trainable_params(model, trainable)
+    params = vision_trainable_params(model.visual, trainable)
     set_trainable(params)
     opt = torch.optim.AdamW(params, lr=1e-5)
 

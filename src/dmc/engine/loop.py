@@ -15,12 +15,12 @@ from dmc import config as config_mod
 from dmc import metrics
 from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, write_plan
 from dmc.data.dataset import ImageDataset, select, subset_dataset
-from dmc.engine.evaluate import accuracies, predict, predict_features, task_counts
 from dmc.engine.rundir import CONFIG, PLAN, PLOT, RunDir, default_out
-from dmc.engine.runtime import Runtime, derive_seed, make_runtime, seed_everything
-from dmc.methods import METHODS, Method, Task
-from dmc.methods.stages import encode_dataset
+from dmc.methods import METHODS, Method
 from dmc.models.clip import Backbone, build_backbone
+from dmc.training.evaluate import accuracies, predict, predict_features, task_counts
+from dmc.training.runtime import Runtime, derive_seed, make_runtime, seed_everything
+from dmc.training.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
     t0 = time.time()
     info = method.train_task(task) or {}
     t1 = time.time()
-    preds, labels = evaluate_task(method, task, data)
+    preds, labels = evaluate_task(method, task, data, method.cfg.eval.batch_size)
     counts_t = method.rt.all_reduce_sum(task_counts(preds, labels, bench.tasks[: t + 1]))
     accs, counts = accuracies(counts_t)
     R[t, : t + 1] = accs
@@ -144,19 +144,23 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
     return record
 
 
-def evaluate_task(method: Method, task: Task, data: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions on this rank's share of the test images of all seen classes. With a frozen image
-    encoder, the whole test set is encoded once (first task) and every later evaluation reuses it."""
+def evaluate_task(method: Method, task: Task, data: dict, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions on this rank's share of the test images of all seen classes, through the method's
+    `class_features` and `image_features` hooks. With a frozen image encoder, the whole test set is
+    encoded once (first task) and every later evaluation applies only the method's `head`."""
     rt, test = method.rt, data["test"]
     idx = np.nonzero(np.isin(test.labels, task.seen))[0]
     mine = idx[rt.shard(len(idx))]  # every rank tests its share
+    with torch.no_grad():
+        protos = method.class_features(task.seen).float()  # (C, D)
     if not method.frozen_image_encoder:
-        preds = predict(method, subset_dataset(test, mine), task.seen, desc=f"task {task.index + 1} eval")
+        preds = predict(method.image_features, protos, task.seen, subset_dataset(test, mine), rt, batch_size,
+                        desc=f"task {task.index + 1} eval")
         return preds, test.labels[mine]
     if "test_features" not in data:
-        data["test_features"] = encode_dataset(method, test, desc="test features (encoded once)")[0]
+        data["test_features"] = method.encode(test, "test features (encoded once)")[0]
     feats = data["test_features"][torch.as_tensor(mine, device=data["test_features"].device)]
-    return predict_features(method, feats, task.seen), test.labels[mine]
+    return predict_features(method.head, protos, feats, task.seen), test.labels[mine]
 
 
 def finish(rundir: RunDir, cfg, bench: Benchmark, R: np.ndarray, wall: float) -> None:

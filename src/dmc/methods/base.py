@@ -2,47 +2,22 @@
 
 The loop calls, for each task: `begin_task` (structure only: new classes, new task tokens — also replayed
 on resume before the checkpoint is loaded), `train_task` (all training stages), then evaluation through
-`class_features` and `image_features`. `state_dict` holds everything that training changed.
+`class_features` and `image_features` (`head` alone on cached features when the image tower is frozen).
+`state_dict` holds everything that training changed.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from dmc.config import RunConfig
 from dmc.data.benchmark import Benchmark
 from dmc.data.dataset import ImageDataset
-from dmc.engine.runtime import Runtime
 from dmc.models.clip import Backbone, template_text_features
 from dmc.registry import Registry
-
-
-@dataclass
-class Task:
-    index: int
-    classes: list[int]  # remapped labels introduced by this task
-    seen: list[int]  # every label seen so far, this task's included (sorted)
-    train: ImageDataset  # this task's training images, training transform
-    train_plain: ImageDataset  # the same images, evaluation transform (feature caches, statistics)
-    generator: torch.Generator  # seeded per task: the only random source a method should draw from
-    names: list[str] = field(default_factory=list)
-    # plain training images of any classes: for opt-in diagnostics only, never for training
-    reference: Optional[Callable[[list[int]], ImageDataset]] = None
-
-    def generator_on(self, device: torch.device | str) -> torch.Generator:
-        """A generator on `device` (samplers must draw on the device of the statistics), derived from the
-        task's generator so that runs and resumes stay reproducible; the task's own one on CPU."""
-        if torch.device(device).type == "cpu":
-            return self.generator
-        seed = int(torch.randint(2**62, (1,), generator=self.generator))
-        return torch.Generator(device=device).manual_seed(seed)
-
-    @property
-    def old(self) -> list[int]:
-        new = set(self.classes)
-        return [c for c in self.seen if c not in new]
+from dmc.training.features import encode_dataset
+from dmc.training.runtime import Runtime
+from dmc.training.task import Task
 
 
 class Method:
@@ -52,7 +27,7 @@ class Method:
     single_task = False  # True: the loop merges every class into one task (the `joint` upper bound)
     frozen_image_encoder = True  # True: the loop encodes the test set once and reuses the features
 
-    def __init__(self, cfg, backbone: Backbone, bench: Benchmark, rt: Runtime) -> None:
+    def __init__(self, cfg: RunConfig, backbone: Backbone, bench: Benchmark, rt: Runtime) -> None:
         self.cfg, self.backbone, self.bench, self.rt = cfg, backbone, bench, rt
         self.model = backbone.model.to(rt.device).eval()
         for p in self.model.parameters():
@@ -92,6 +67,11 @@ class Method:
             feats = template_text_features(self.backbone, names, self.template, self.rt.device)
             self._template_cache.update({c: f for c, f in zip(missing, feats)})
         return torch.stack([self._template_cache[c] for c in classes])
+
+    def encode(self, dataset: ImageDataset, desc: str, visual: torch.nn.Module | None = None):
+        """Image-tower outputs (N, D) and labels (N,) of a dataset (the current tower unless `visual`)."""
+        visual = self.model.visual if visual is None else visual
+        return encode_dataset(visual, dataset, self.rt, self.cfg.eval.batch_size, desc)
 
     def scale(self) -> float:
         return float(self.model.logit_scale.exp().item())

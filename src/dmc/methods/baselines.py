@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from dmc.methods.base import METHODS, Method, Task
-from dmc.methods.stages import encode_dataset, train_prompts, train_vision
+from dmc.methods.base import METHODS, Method
+from dmc.methods.stages import train_prompts, train_vision
 from dmc.models.prompts import PromptLearner
+from dmc.training.task import Task
 
 
 def visual_state(method: Method) -> dict[str, torch.Tensor]:
@@ -28,7 +29,9 @@ class Finetune(Method):
     def train_task(self, task: Task) -> dict:
         scope = task.seen if self.cfg.vision.loss_scope == "seen" else task.classes
         anchors = self.template_features(scope)
-        return {"stage1_loss": train_vision(self, task, anchors, scope, desc="finetune")}
+        loss = train_vision(self.model.visual, anchors, scope, task, self.cfg.vision, self.rt, self.scale(),
+                            desc="finetune")
+        return {"stage1_loss": loss}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return visual_state(self)
@@ -64,8 +67,9 @@ class CoOp(Method):
         self.prompts.freeze_task_tokens(before=task.index)
 
     def train_task(self, task: Task) -> dict:
-        feats, labels = encode_dataset(self, task.train_plain, desc=f"task {task.index + 1} features")
-        losses = train_prompts(self, task, self.prompts, feats, labels, task.classes, desc="coop")
+        feats, labels = self.encode(task.train_plain, f"task {task.index + 1} features")
+        losses = train_prompts(self.prompts, feats, labels, task.classes, task, self.cfg.prompt, self.rt,
+                               self.scale(), desc="coop")
         return {"stage2_loss": losses}
 
     @torch.no_grad()

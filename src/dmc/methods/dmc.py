@@ -15,11 +15,13 @@ import torch.nn.functional as F
 
 from dmc.calibration import calibrate_gaussians
 from dmc.memory.gaussian import GaussianBank
-from dmc.methods.base import METHODS, Method, Task
+from dmc.methods.base import METHODS, Method
 from dmc.methods.baselines import load_visual, visual_state
 from dmc.methods.diagnostics import drift_errors
-from dmc.methods.stages import encode_dataset, label_lut, train_prompts, train_vision
+from dmc.methods.stages import train_prompts, train_vision
 from dmc.models.prompts import PromptLearner
+from dmc.training.features import label_lut
+from dmc.training.task import Task
 
 
 @METHODS.register("dmc")
@@ -66,10 +68,11 @@ class DMC(Method):
         if not self.cfg.dmc.decoupled:
             info["cotrain_loss"] = self._cotrain(task, scope)
         elif self.cfg.vision.enabled:
-            info["stage1_loss"] = train_vision(self, task, self.anchors(scope), scope)
+            info["stage1_loss"] = train_vision(self.model.visual, self.anchors(scope), scope, task, self.cfg.vision,
+                                               self.rt, self.scale())
         info["time_s"]["stage1"] = time.time() - clock
         clock = time.time()
-        feats, labels = encode_dataset(self, task.train_plain, desc=f"task {task.index + 1} features")
+        feats, labels = self.encode(task.train_plain, f"task {task.index + 1} features")
         if old_visual is not None:
             info.update(self._calibrate(task, old_visual, feats))
         for c in task.classes:
@@ -78,8 +81,8 @@ class DMC(Method):
         clock = time.time()
         if self.cfg.dmc.decoupled and self.cfg.prompt.enabled:
             feats, labels = self._stage2_features(task, feats, labels)
-            info["stage2_loss"] = train_prompts(self, task, self.prompts, feats, labels, task.seen,
-                                                replay=self.replay_fn(task))
+            info["stage2_loss"] = train_prompts(self.prompts, feats, labels, task.seen, task, self.cfg.prompt,
+                                                self.rt, self.scale(), replay=self.replay_fn(task))
         info["time_s"]["stage2"] = time.time() - clock
         return info
 
@@ -87,7 +90,7 @@ class DMC(Method):
         """The feature cache of stage 2: the plain view plus `prompt.views - 1` augmented views."""
         views_f, views_l = [feats], [labels]
         for v in range(self.cfg.prompt.views - 1):
-            f, y = encode_dataset(self, task.train, desc=f"task {task.index + 1} view {v + 2}")
+            f, y = self.encode(task.train, f"task {task.index + 1} view {v + 2}")
             views_f.append(f)
             views_l.append(y)
         return torch.cat(views_f), torch.cat(views_l)
@@ -105,12 +108,12 @@ class DMC(Method):
 
         def extra() -> torch.Tensor:
             feats, labels = replay()
-            lut = label_lut(task.seen, self.bench.n_classes, feats.device)
+            lut = label_lut(task.seen, feats.device)
             return F.cross_entropy(self.logits(feats, step["protos"]), lut[labels])
 
-        return train_vision(self, task, None, scope, extra_params=list(self.prompts.parameters()),
-                            extra_loss=extra if replay is not None else None, anchors_fn=anchors,
-                            desc="co-training")
+        return train_vision(self.model.visual, anchors, scope, task, self.cfg.vision, self.rt, self.scale(),
+                            extra_params=list(self.prompts.parameters()),
+                            extra_loss=extra if replay is not None else None, desc="co-training")
 
     def _calibrate(self, task: Task, old_visual: torch.nn.Module, new_feats: torch.Tensor) -> dict:
         """DMC-OT (a): move old classes' statistics along the drift seen on task t's images."""
@@ -118,13 +121,13 @@ class DMC(Method):
         stored_means, stored_covs = self.bank.means(old_classes), self.bank.covs(old_classes)
         out: dict = {}
         if self.cfg.calibration.method != "none":
-            old_feats, _ = encode_dataset(self, task.train_plain, visual=old_visual, desc="old-encoder features")
+            old_feats, _ = self.encode(task.train_plain, "old-encoder features", visual=old_visual)
             means, covs = calibrate_gaussians(stored_means, stored_covs, old_feats, new_feats,
                                               self.cfg.calibration, task.generator_on(self.rt.device))
             for i, c in enumerate(old_classes):
                 self.bank.set_stats(c, means[i], covs[i])
         if self.cfg.diagnostics.drift and task.reference is not None:
-            true_feats, true_labels = encode_dataset(self, task.reference(old_classes), desc="drift diagnostics")
+            true_feats, true_labels = self.encode(task.reference(old_classes), "drift diagnostics")
             cal_means, cal_covs = self.bank.means(old_classes), self.bank.covs(old_classes)
             out["drift"] = drift_errors(stored_means, stored_covs, cal_means, cal_covs, true_feats, true_labels,
                                         old_classes, self.cfg.memory)

@@ -48,10 +48,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from dmc.engine.train import fit
 from dmc.memory.gaussian import GaussianBank
-from dmc.methods.base import METHODS, Method, Task
-from dmc.methods.stages import encode_dataset, feature_batches, label_lut
+from dmc.methods.base import METHODS, Method
+from dmc.training.features import feature_batches, label_lut
+from dmc.training.fit import fit
+from dmc.training.task import Task
 
 # --------------------------------------------------------------------------- the two rules, as functions
 def neighbour_pairs(old_text: torch.Tensor, new_text: torch.Tensor, threshold: float,
@@ -113,7 +114,7 @@ class RAPF(Method):
 
     def train_task(self, task: Task) -> dict:
         clock = time.time()
-        feats, labels = encode_dataset(self, task.train_plain, desc=f"task {task.index + 1} features")
+        feats, labels = self.encode(task.train_plain, f"task {task.index + 1} features")
         info: dict = {"time_s": {"features": time.time() - clock}}
         clock = time.time()
         w_old = self.adapter.weight.detach().clone()  # (D, D)
@@ -142,7 +143,7 @@ class RAPF(Method):
         """Cross-entropy over the seen classes on real + replayed features, plus the hinge on neighbour pairs."""
         r, dev = self.cfg.rapf, self.rt.device
         protos = self.template_features(task.seen)  # (C, D)
-        lut = label_lut(task.seen, self.bench.n_classes, dev)
+        lut = label_lut(task.seen, dev)
         scale = self.scale()
         n_rep = self.cfg.replay.per_class if (self.cfg.replay.enabled and task.old) else 0
         n_hinge = r.hinge_per_pair if len(pairs) else 0

@@ -101,14 +101,13 @@ def build_backbone(name: str, pretrained: str | None = None) -> Backbone:
 
 
 # --------------------------------------------------------------------------- freezing
-def vision_trainable_params(model: nn.Module, trainable: str) -> list[nn.Parameter]:
+def vision_trainable_params(visual: nn.Module, trainable: str) -> list[nn.Parameter]:
     """Parameters of the image tower trained in stage 1.
 
     trainable (as checked by VisionConfig): "none"; "last-K" (last K transformer blocks + ln_post + proj);
     "all" (every block + ln_post + proj; patch embedding, class/positional embedding and ln_pre stay
     frozen); "full". Only the depth limit of last-K needs the tower, so only it is checked here.
     """
-    visual = model.visual
     if trainable == "none":
         return []
     if trainable == "full":

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import random
 from dataclasses import dataclass
-
-import os
 
 import numpy as np
 import torch

@@ -1,37 +1,40 @@
 """Evaluation: top-1 over all seen classes (no task identity), per test sample of each task."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dmc.data.dataset import ImageDataset
+from dmc.training.runtime import Runtime
 
 
 @torch.inference_mode()
-def predict(method, dataset: ImageDataset, seen: list[int], desc: str = "eval") -> np.ndarray:
-    """Predicted remapped labels (N,) for every sample, argmax over `seen` classes."""
-    rt = method.rt
-    protos = method.class_features(seen).float()  # (C, D)
+def predict(image_features: Callable[[torch.Tensor], torch.Tensor], protos: torch.Tensor, seen: list[int],
+            dataset: ImageDataset, rt: Runtime, batch_size: int, desc: str = "eval") -> np.ndarray:
+    """Predicted remapped labels (N,) for every sample: argmax of cos(image_features(x), protos) over the
+    `seen` classes, whose prototypes protos (C, D) are normalised."""
     seen_t = torch.as_tensor(seen, device=rt.device)
     preds = []
-    loader = rt.loader(dataset, method.cfg.eval.batch_size)
+    loader = rt.loader(dataset, batch_size)
     for x, _ in tqdm(loader, desc=desc, leave=False, disable=not (rt.progress and rt.is_main)):
         with rt.autocast():
-            feats = method.image_features(x.to(rt.device, non_blocking=True))
+            feats = image_features(x.to(rt.device, non_blocking=True))
         scores = F.normalize(feats.float(), dim=-1) @ protos.t()  # (B, C)
         preds.append(seen_t[scores.argmax(dim=1)].cpu())
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
 @torch.inference_mode()
-def predict_features(method, feats: torch.Tensor, seen: list[int], batch_size: int = 4096) -> np.ndarray:
-    """Like `predict`, from cached image-encoder outputs (methods whose image encoder is frozen)."""
-    protos = method.class_features(seen).float()  # (C, D)
+def predict_features(head: Callable[[torch.Tensor], torch.Tensor], protos: torch.Tensor, feats: torch.Tensor,
+                     seen: list[int], batch_size: int = 4096) -> np.ndarray:
+    """Like `predict`, from cached image-encoder outputs feats (N, D) passed through `head` (methods whose
+    image encoder is frozen)."""
     seen_t = torch.as_tensor(seen, device=feats.device)
-    preds = [seen_t[(method.head(f).float() @ protos.t()).argmax(dim=1)].cpu()
-             for f in feats.split(batch_size)]
+    preds = [seen_t[(head(f).float() @ protos.t()).argmax(dim=1)].cpu() for f in feats.split(batch_size)]
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 

@@ -7,8 +7,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from dmc.engine.runtime import Runtime
 from dmc.errors import UserError
+from dmc.training.runtime import Runtime
 
 
 def cosine_lr(step: int, total: int, warmup: int = 0) -> float:

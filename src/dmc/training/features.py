@@ -1,0 +1,54 @@
+"""Feature caches: a dataset encoded once by the image tower, shuffled batches of it, label maps.
+
+Methods whose later stages keep the image tower frozen train on these instead of re-encoding images at
+every step (stage 2 of DMC, CoOp, RAPF's adapter; the loop's evaluation of a frozen encoder).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dmc.data.dataset import ImageDataset
+from dmc.training.runtime import Runtime
+
+
+@torch.inference_mode()
+def encode_dataset(visual: nn.Module, dataset: ImageDataset, rt: Runtime, batch_size: int,
+                   desc: str = "encode") -> tuple[torch.Tensor, torch.Tensor]:
+    """Unnormalised image features (N, D) and labels (N,) of a dataset, encoded once by `visual`."""
+    feats, labels = [], []
+    loader = rt.loader(dataset, batch_size)
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not (rt.progress and rt.is_main)):
+        with rt.autocast():
+            feats.append(visual(x.to(rt.device, non_blocking=True)).float())
+        labels.append(y.to(rt.device))
+    if not feats:
+        return torch.zeros(0, 0, device=rt.device), torch.zeros(0, dtype=torch.long, device=rt.device)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def feature_batches(feats: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                    generator: torch.Generator, rank: int = 0, world_size: int = 1) -> Callable[[int], list]:
+    """Shuffled mini-batches of cached features, one new permutation per epoch from `generator`
+    (the same on every rank; under torchrun each rank keeps every world_size-th sample of it)."""
+    n_local = math.ceil(len(labels) / world_size)
+    n_batches = max(1, math.ceil(n_local / batch_size))
+
+    def batches(epoch: int) -> list:
+        perm = torch.randperm(len(labels), generator=generator)[rank::world_size].to(feats.device)
+        chunks = [perm[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
+        return [(feats[idx], labels[idx]) for idx in chunks if len(idx)]
+
+    return batches
+
+
+def label_lut(classes: list[int], device: torch.device | str) -> torch.Tensor:
+    """Remapped label -> column of the logits over `classes` (-1 for labels up to max(classes) outside
+    them): `lut[y]` turns a batch's labels into cross-entropy targets. Shape (max(classes) + 1,)."""
+    lut = torch.full((max(classes) + 1,), -1, dtype=torch.long, device=device)
+    lut[torch.as_tensor(classes, device=device)] = torch.arange(len(classes), device=device)
+    return lut
