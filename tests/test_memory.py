@@ -144,6 +144,16 @@ def test_state_dict_round_trip_is_exact(tmp_path):
         GaussianBank().load_state_dict({"weight": state["mean.3"]})
 
 
+def test_bank_checkpoints_inside_a_module_container():
+    bank = GaussianBank()
+    bank.add(4, torch.randn(10, 3))
+    state = torch.nn.ModuleDict({"memory": bank}).state_dict()
+    assert sorted(state) == ["memory.cov.4", "memory.mean.4"]
+    other = torch.nn.ModuleDict({"memory": GaussianBank()})
+    other.load_state_dict(state)  # strict: every key is the bank's own
+    assert other["memory"].classes() == [4] and torch.equal(other["memory"].means(), bank.means())
+
+
 def test_normalize_option():
     feats = torch.randn(100, 6, dtype=torch.float64) + 2
     mu, _ = fit_gaussian(feats, MemoryConfig(normalize=True))

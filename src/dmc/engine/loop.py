@@ -113,12 +113,12 @@ def run(cfg, out: Path | None = None, resume: Path | None = None, rt: Runtime | 
         method.begin_task(task)
         if t < start:
             if t == start - 1:
-                method.load_state_dict(rundir.load_checkpoint(t))
+                method.learned.load_state_dict(rundir.load_checkpoint(t))
             continue
         record = run_task(method, task, bench, data, R)
         if writer is not None:
             writer.append_record(record)
-            writer.save_checkpoint(t, method.state_dict(), keep=cfg.checkpoint.keep)
+            writer.save_checkpoint(t, method.learned.state_dict(), keep=cfg.checkpoint.keep)
         bar.set_postfix(A=f"{record['A_t']:.1f}")
     if writer is not None:
         finish(writer, cfg, bench, R, time.time() - start_time + elapsed_before)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import operator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dmc.config import MemoryConfig
 
@@ -123,16 +123,21 @@ def _check_square(cov: Tensor) -> None:
         raise ValueError(f"covariance must be (D, D), got shape {tuple(cov.shape)}")
 
 
-class GaussianBank:
+class GaussianBank(nn.Module):
     """Per-class Gaussian statistics keyed by integer class id (ids >= 0).
 
     Means (D,) and covariances ((D, D) or (D,), per ``cfg.covariance``) are stored in float32; the
     Cholesky factors (or standard deviations) are a float32 cache rebuilt whenever statistics change.
-    ``state_dict`` holds only ``mean.{cid}`` and ``cov.{cid}`` (flat names, safetensors-ready).
     ``sample`` keeps a stacked copy of the means and factors of the last class list it was asked for.
+
+    A module, so that a method's checkpoint holds it like any other trained part: torch's
+    ``state_dict`` / ``load_state_dict`` / ``to`` work, with flat names ``mean.{cid}`` and ``cov.{cid}``
+    (safetensors-ready; the factors are not saved). The class list grows, so the statistics are kept in
+    dicts rather than registered buffers, and the three hooks below tell torch about them.
     """
 
     def __init__(self, cfg: MemoryConfig | None = None, device: str | torch.device = "cpu") -> None:
+        super().__init__()
         self.cfg = cfg or MemoryConfig()
         self.device = torch.device(device)
         self._mean: dict[int, Tensor] = {}
@@ -214,20 +219,18 @@ class GaussianBank:
         labels = torch.tensor(key, dtype=torch.long, device=self.device).repeat_interleave(n_per_class)  # (C*n,)
         return z.reshape(c * n_per_class, d), labels
 
-    def state_dict(self) -> dict[str, Tensor]:
-        """Flat ``{"mean.{cid}": (D,), "cov.{cid}": (D, D) or (D,)}``; Cholesky factors are not saved."""
-        out: dict[str, Tensor] = {}
+    # ---- torch's module protocol: state_dict, load_state_dict (bit-exact, replaces the contents), to
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
         for c in self.classes():
-            out[f"mean.{c}"], out[f"cov.{c}"] = self._mean[c], self._cov[c]
-        return out
+            destination[f"{prefix}mean.{c}"], destination[f"{prefix}cov.{c}"] = self._mean[c], self._cov[c]
 
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Replace the bank's contents with ``state`` (as written by ``state_dict``); bit-exact."""
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
+        state = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         ids: set[int] = set()
         for name in state:
             kind, _, cid = name.partition(".")
             if kind not in ("mean", "cov") or not cid.isdigit():
-                raise ValueError(f"unexpected key {name!r}; expected 'mean.<id>' or 'cov.<id>'")
+                raise ValueError(f"unexpected key {prefix + name!r}; expected 'mean.<id>' or 'cov.<id>'")
             ids.add(int(cid))
         missing = [c for c in sorted(ids) if f"mean.{c}" not in state or f"cov.{c}" not in state]
         if missing:
@@ -236,14 +239,13 @@ class GaussianBank:
         for c in sorted(ids):
             self.set_stats(c, state[f"mean.{c}"], state[f"cov.{c}"])
 
-    def to(self, device: str | torch.device) -> "GaussianBank":
-        """Move every tensor to ``device`` (in place); returns self."""
-        self.device = torch.device(device)
+    def _apply(self, fn, recurse: bool = True) -> "GaussianBank":
         for store in (self._mean, self._cov, self._factor):
             for c in store:
-                store[c] = store[c].to(self.device)
+                store[c] = fn(store[c])
+        self.device = fn(torch.empty(0, device=self.device)).device
         self._stacked = None
-        return self
+        return super()._apply(fn, recurse)
 
     def _resolve(self, classes: list[int] | None) -> list[int]:
         if classes is None:

@@ -3,12 +3,13 @@
 The loop calls, for each task: `begin_task` (structure only: new classes, new task tokens — also replayed
 on resume before the checkpoint is loaded), `train_task` (all training stages), then evaluation through
 `class_features` and `image_features` (`head` alone on cached features when the image tower is frozen).
-`state_dict` holds everything that training changed.
+Every module that training changes is registered in `learned`, whose torch `state_dict` is the checkpoint.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from dmc.config import RunConfig
 from dmc.data.benchmark import Benchmark
@@ -34,6 +35,7 @@ class Method:
             p.requires_grad_(False)
         self.template = bench.template
         self._template_cache: dict[int, torch.Tensor] = {}
+        self.learned = nn.ModuleDict()  # what training changes, by name: the checkpoint is its state_dict
 
     # ---- hooks
     def begin_task(self, task: Task) -> None:
@@ -53,12 +55,6 @@ class Method:
         """Image-encoder output (B, D) -> normalised features compared with the class prototypes."""
         return F.normalize(feats, dim=-1)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        pass
-
     # ---- shared helpers
     def template_features(self, classes: list[int]) -> torch.Tensor:
         missing = [c for c in classes if c not in self._template_cache]
@@ -68,7 +64,7 @@ class Method:
             self._template_cache.update({c: f for c, f in zip(missing, feats)})
         return torch.stack([self._template_cache[c] for c in classes])
 
-    def encode(self, dataset: ImageDataset, desc: str, visual: torch.nn.Module | None = None):
+    def encode(self, dataset: ImageDataset, desc: str, visual: nn.Module | None = None):
         """Image-tower outputs (N, D) and labels (N,) of a dataset (the current tower unless `visual`)."""
         visual = self.model.visual if visual is None else visual
         return encode_dataset(visual, dataset, self.rt, self.cfg.eval.batch_size, desc)

@@ -9,16 +9,6 @@ from dmc.models.prompts import PromptLearner
 from dmc.training.task import Task
 
 
-def visual_state(method: Method) -> dict[str, torch.Tensor]:
-    return {f"visual.{k}": v for k, v in method.model.visual.state_dict().items()}
-
-
-def load_visual(method: Method, state: dict[str, torch.Tensor]) -> None:
-    sub = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
-    if sub:
-        method.model.visual.load_state_dict(sub)
-
-
 @METHODS.register("finetune")
 class Finetune(Method):
     """Sequential adaptation of the image tower against frozen template text (no replay)."""
@@ -26,18 +16,16 @@ class Finetune(Method):
     name = "finetune"
     frozen_image_encoder = False
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.learned["visual"] = self.model.visual
+
     def train_task(self, task: Task) -> dict:
         scope = task.seen if self.cfg.vision.loss_scope == "seen" else task.classes
         anchors = self.template_features(scope)
         loss = train_vision(self.model.visual, anchors, scope, task, self.cfg.vision, self.rt, self.scale(),
                             desc="finetune")
         return {"stage1_loss": loss}
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return visual_state(self)
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        load_visual(self, state)
 
 
 @METHODS.register("joint")
@@ -61,6 +49,7 @@ class CoOp(Method):
         self.prompts = PromptLearner(self.backbone, self.template, n_ctx=0, init="random",
                                      n_task=self.cfg.prompt.n_ctx or n_prefix,
                                      task_init=self.cfg.prompt.init).to(self.rt.device)
+        self.learned["prompt"] = self.prompts
 
     def begin_task(self, task: Task) -> None:
         self.prompts.add_task(task.names)
@@ -75,9 +64,3 @@ class CoOp(Method):
     @torch.no_grad()
     def class_features(self, classes: list[int]) -> torch.Tensor:
         return self.prompts(classes)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"prompt.{k}": v for k, v in self.prompts.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.prompts.load_state_dict({k[len("prompt."):]: v for k, v in state.items() if k.startswith("prompt.")})

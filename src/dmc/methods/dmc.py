@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from dmc.calibration import calibrate_gaussians
 from dmc.memory.gaussian import GaussianBank
 from dmc.methods.base import METHODS, Method
-from dmc.methods.baselines import load_visual, visual_state
 from dmc.methods.diagnostics import drift_errors
 from dmc.methods.stages import train_prompts, train_vision
 from dmc.models.prompts import PromptLearner
@@ -35,6 +34,7 @@ class DMC(Method):
         self.prompts = PromptLearner(self.backbone, self.template, n_ctx=p.n_ctx, init=p.init,
                                      n_task=p.task_tokens).to(self.rt.device)
         self.bank = GaussianBank(self.cfg.memory, device=self.rt.device)
+        self.learned.update({"visual": self.model.visual, "prompt": self.prompts, "memory": self.bank})
 
     def begin_task(self, task: Task) -> None:
         self.prompts.add_task(task.names)
@@ -133,21 +133,10 @@ class DMC(Method):
                                         old_classes, self.cfg.memory)
         return out
 
-    # ---- evaluation and state
+    # ---- evaluation
     @torch.no_grad()
     def class_features(self, classes: list[int]) -> torch.Tensor:
         return self.prompts(classes)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        state = visual_state(self)
-        state.update({f"prompt.{k}": v for k, v in self.prompts.state_dict().items()})
-        state.update({f"memory.{k}": v for k, v in self.bank.state_dict().items()})
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        load_visual(self, state)
-        self.prompts.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("prompt.")})
-        self.bank.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("memory.")})
 
 
 METHODS.register("dmc-ot")(type("DMCOT", (DMC,), {"name": "dmc-ot"}))

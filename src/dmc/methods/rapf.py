@@ -111,6 +111,7 @@ class RAPF(Method):
         with torch.no_grad():
             self.adapter.weight.copy_(torch.eye(dim))
         self.bank = GaussianBank(self.cfg.memory, device=self.rt.device)
+        self.learned.update({"adapter": self.adapter, "memory": self.bank})
 
     def train_task(self, task: Task) -> dict:
         clock = time.time()
@@ -177,16 +178,6 @@ class RAPF(Method):
                    weight_decay=r.weight_decay, desc=f"task {task.index + 1} adapter",
                    hint="lower rapf.lr (e.g. --set rapf.lr=1e-4)")
 
-    # ---- evaluation and state
+    # ---- evaluation
     def head(self, feats: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.adapter(feats), dim=-1)  # (B, D)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {"adapter.weight": self.adapter.weight.detach().clone()}
-        state.update({f"memory.{k}": v for k, v in self.bank.state_dict().items()})
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            self.adapter.weight.copy_(state["adapter.weight"])
-        self.bank.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("memory.")})
