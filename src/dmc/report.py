@@ -9,8 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dmc.engine.rundir import RunDir  # noqa: E402
 from dmc.files import atomic_path  # noqa: E402
+from dmc.rundir import RunDir  # noqa: E402
 
 
 def plot_run(summary: dict, path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from dmc.config import RunConfig
 from dmc.data.sources.base import SOURCES, Samples, Source
 from dmc.errors import UserError
 from dmc.files import write_text
@@ -76,7 +77,7 @@ class Benchmark:
                 "tasks": [[self.class_names[c] for c in task] for task in self.tasks]}
 
 
-def make_benchmark(cfg, seed: int, single_task: bool = False) -> Benchmark:
+def make_benchmark(cfg: RunConfig, seed: int, single_task: bool = False) -> Benchmark:
     """Build the benchmark of `cfg.benchmark` / `cfg.data` without loading any image."""
     import dmc.data.sources  # noqa: F401  (registers the sources)
 

@@ -11,13 +11,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dmc import config as config_mod
-from dmc import metrics
+from dmc import config, metrics
+from dmc.config import RunConfig
 from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, write_plan
 from dmc.data.dataset import ImageDataset, select, subset_dataset
-from dmc.engine.rundir import CONFIG, PLAN, PLOT, RunDir, default_out
 from dmc.methods import METHODS, Method
 from dmc.models.clip import Backbone, build_backbone
+from dmc.report import plot_run
+from dmc.rundir import CONFIG, PLAN, PLOT, RunDir, default_out
 from dmc.training.evaluate import accuracies, predict, predict_features, task_counts
 from dmc.training.runtime import Runtime, derive_seed, make_runtime, seed_everything
 from dmc.training.task import Task
@@ -25,7 +26,8 @@ from dmc.training.task import Task
 log = logging.getLogger(__name__)
 
 
-def load_datasets(cfg, bench: Benchmark, backbone: Backbone, split_file: Path | None = None) -> dict[str, ImageDataset]:
+def load_datasets(cfg: RunConfig, bench: Benchmark, backbone: Backbone,
+                  split_file: Path | None = None) -> dict[str, ImageDataset]:
     """Train (training transform), train_plain (eval transform) and test datasets with remapped labels,
     restricted to the benchmark's classes and to the per-class limits of smoke runs. Sources with a
     split of their own making (ImageNet-R) record it in `split_file`."""
@@ -58,11 +60,11 @@ def versions() -> dict[str, str]:
     return out
 
 
-def prepare(cfg, out: Path | None, resume: Path | None, rt: Runtime | None = None):
+def prepare(cfg: RunConfig | None, out: Path | None, resume: Path | None, rt: Runtime | None = None):
     """Resolve run dir, benchmark, backbone, data and method (no training)."""
     if resume is not None:
         rundir = RunDir.open_for_resume(resume)
-        cfg = config_mod.load(rundir.path / CONFIG)
+        cfg = config.load(rundir.path / CONFIG)
     method_cls = METHODS.get(cfg.method)
     rt = rt or make_runtime(cfg.model.device, cfg.model.precision, num_workers=cfg.data.num_workers)
     bench = make_benchmark(cfg, cfg.seed, single_task=method_cls.single_task)
@@ -74,7 +76,7 @@ def prepare(cfg, out: Path | None, resume: Path | None, rt: Runtime | None = Non
     data = load_datasets(cfg, bench, backbone, rundir.path / "split.txt" if fresh else None)
     if rundir is not None and resume is None:
         describe = getattr(bench.source, "provenance", None)
-        config_mod.save(cfg, rundir.path / CONFIG, describe(cfg.data) if describe else None)
+        config.save(cfg, rundir.path / CONFIG, describe(cfg.data) if describe else None)
         write_plan(bench, rundir.path / PLAN)
     seed_everything(derive_seed(cfg.seed, "method"))
     method = method_cls(cfg, backbone, bench, rt)
@@ -90,7 +92,7 @@ def make_task(t: int, bench: Benchmark, data: dict[str, ImageDataset], seed: int
                 reference=lambda cls: select(data["train_plain"], cls))
 
 
-def run(cfg, out: Path | None = None, resume: Path | None = None, rt: Runtime | None = None) -> Path | None:
+def run(cfg: RunConfig | None, out: Path | None = None, resume: Path | None = None, rt: Runtime | None = None) -> Path | None:
     """Run (or continue) a class-incremental experiment; returns the run directory (None on ranks > 0)."""
     start_time = time.time()
     cfg, rt, bench, data, method, rundir = prepare(cfg, out, resume, rt)
@@ -163,9 +165,7 @@ def evaluate_task(method: Method, task: Task, data: dict, batch_size: int) -> tu
     return predict_features(method.head, protos, feats, task.seen), test.labels[mine]
 
 
-def finish(rundir: RunDir, cfg, bench: Benchmark, R: np.ndarray, wall: float) -> None:
-    from dmc.report import plot_run
-
+def finish(rundir: RunDir, cfg: RunConfig, bench: Benchmark, R: np.ndarray, wall: float) -> None:
     counts = rundir.records()[-1]["counts"]
     summ = metrics.summary(R, counts)
     summary = {"method": cfg.method, "benchmark": cfg.benchmark.name, "backbone": cfg.model.backbone,

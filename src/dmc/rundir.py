@@ -1,7 +1,8 @@
 """The run directory: resolved config, class plan, per-task metrics lines, checkpoints, summary, plot.
 
 A run is finished exactly when `summary.json` exists (it is written last, atomically). A finished run is
-never overwritten; an unfinished one is continued with `--resume`.
+never overwritten; an unfinished one is continued with `--resume`. The format is defined here once, below
+both the loop that writes run directories and the report that reads them.
 """
 from __future__ import annotations
 
