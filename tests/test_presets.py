@@ -22,11 +22,23 @@ def test_presets_resolve_for_every_method(benchmark):
 
 def test_paper_presets_follow_the_protocols():
     inc = {"cifar100": 10, "imagenet-r": 20, "cub200": 20, "ucf101": 10}
+    epochs = {"cifar100": 3, "imagenet-r": 5, "cub200": 10, "ucf101": 5}
     for name, increment in inc.items():
         cfg = config.resolve(name, "dmc-ot")
         assert cfg.benchmark.increment == increment and cfg.benchmark.base == 0
         assert cfg.model.backbone == "ViT-B-16" and cfg.model.pretrained == "openai"
-        assert cfg.seed == 1993
+        assert cfg.seed == 1993 and cfg.vision.epochs == epochs[name] and cfg.checkpoint.keep == "last"
+        assert config.resolve(name, "rapf").rapf.epochs == 15  # the base's per_method block
+        text = (ROOT / "src" / "dmc" / "configs" / "benchmarks" / f"{name}.yaml").read_text()
+        assert "extends: vit-b16" in text and "backbone" not in text  # the shared recipe is stated once
+
+
+def test_a_preset_overrides_its_base_field_by_field():
+    from dmc.config.resolve import _merge
+
+    base = {"vision": {"lr": 1e-5, "epochs": 5}, "per_method": {"rapf": {"rapf": {"epochs": 15}}}}
+    assert _merge(base, {"vision": {"epochs": 3}}) == {"vision": {"lr": 1e-5, "epochs": 3},
+                                                      "per_method": {"rapf": {"rapf": {"epochs": 15}}}}
 
 
 def test_method_presets_differ_where_the_method_does():

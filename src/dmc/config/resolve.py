@@ -120,10 +120,27 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 # --------------------------------------------------------------------------- presets and files
 def _preset(kind: str, name: str) -> dict[str, Any]:
+    """A preset's tree ({} if there is none). `extends: BASE` starts from configs/bases/BASE.yaml, which
+    the preset's own keys then override, field by field, so presets that share a recipe state it once."""
     path = resources.files("dmc") / "configs" / kind / f"{name}.yaml"
     if not path.is_file():
         return {}
-    return yaml.safe_load(path.read_text()) or {}
+    tree = yaml.safe_load(path.read_text()) or {}
+    base = tree.pop("extends", None)
+    if base is None:
+        return tree
+    if not (resources.files("dmc") / "configs" / "bases" / f"{base}.yaml").is_file():
+        raise UserError(f"preset {kind}/{name} extends {base!r}, which is not in configs/bases/")
+    return _merge(_preset("bases", base), tree)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` on top; nested mappings are merged key by key rather than replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
 
 
 def resolve(
