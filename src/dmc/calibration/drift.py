@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dmc.config.methods import SCALING_MIN_REG, check_solver
+from dmc.config.methods import check_solver
 
 logger = logging.getLogger(__name__)
 
