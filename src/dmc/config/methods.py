@@ -43,7 +43,8 @@ def check_solver(solver: str, reg: float) -> None:
     if reg <= 0:
         raise BadValue("reg", reg, "must be > 0")
     if solver == "sinkhorn" and reg < SCALING_MIN_REG:
-        raise BadValue("reg", reg, f"solver 'sinkhorn' needs reg >= {SCALING_MIN_REG} (underflow); use 'sinkhorn_log'")
+        raise BadValue("reg", reg, f"solver 'sinkhorn' needs reg >= {SCALING_MIN_REG} (underflow); "
+                                   "use 'sinkhorn_log'")
 
 
 @dataclass

@@ -92,7 +92,8 @@ def make_task(t: int, bench: Benchmark, data: dict[str, ImageDataset], seed: int
                 reference=lambda cls: select(data["train_plain"], cls))
 
 
-def run(cfg: RunConfig | None, out: Path | None = None, resume: Path | None = None, rt: Runtime | None = None) -> Path | None:
+def run(cfg: RunConfig | None, out: Path | None = None, resume: Path | None = None,
+        rt: Runtime | None = None) -> Path | None:
     """Run (or continue) a class-incremental experiment; returns the run directory (None on ranks > 0)."""
     start_time = time.time()
     cfg, rt, bench, data, method, rundir = prepare(cfg, out, resume, rt)

@@ -26,7 +26,7 @@ class Method:
 
     name = "base"
     single_task = False  # True: the loop merges every class into one task (the `joint` upper bound)
-    frozen_image_encoder = True  # True: the loop encodes the test set once and reuses the features
+    frozen_image_encoder = True  # False: training adapts the image tower; True: the loop encodes the test set once
 
     def __init__(self, cfg: RunConfig, backbone: Backbone, bench: Benchmark, rt: Runtime) -> None:
         self.cfg, self.backbone, self.bench, self.rt = cfg, backbone, bench, rt
@@ -36,6 +36,8 @@ class Method:
         self.template = bench.template
         self._template_cache: dict[int, torch.Tensor] = {}
         self.learned = nn.ModuleDict()  # what training changes, by name: the checkpoint is its state_dict
+        if not self.frozen_image_encoder:  # a method that adapts the image tower checkpoints it
+            self.learned["visual"] = self.model.visual
 
     # ---- hooks
     def begin_task(self, task: Task) -> None:

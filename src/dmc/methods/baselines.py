@@ -16,10 +16,6 @@ class Finetune(Method):
     name = "finetune"
     frozen_image_encoder = False
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.learned["visual"] = self.model.visual
-
     def train_task(self, task: Task) -> dict:
         scope = task.seen if self.cfg.vision.loss_scope == "seen" else task.classes
         anchors = self.template_features(scope)

@@ -34,7 +34,7 @@ class DMC(Method):
         self.prompts = PromptLearner(self.backbone, self.template, n_ctx=p.n_ctx, init=p.init,
                                      n_task=p.task_tokens).to(self.rt.device)
         self.bank = GaussianBank(self.cfg.memory, device=self.rt.device)
-        self.learned.update({"visual": self.model.visual, "prompt": self.prompts, "memory": self.bank})
+        self.learned.update({"prompt": self.prompts, "memory": self.bank})
 
     def begin_task(self, task: Task) -> None:
         self.prompts.add_task(task.names)
@@ -68,8 +68,8 @@ class DMC(Method):
         if not self.cfg.dmc.decoupled:
             info["cotrain_loss"] = self._cotrain(task, scope)
         elif self.cfg.vision.enabled:
-            info["stage1_loss"] = train_vision(self.model.visual, self.anchors(scope), scope, task, self.cfg.vision,
-                                               self.rt, self.scale())
+            info["stage1_loss"] = train_vision(self.model.visual, self.anchors(scope), scope, task,
+                                               self.cfg.vision, self.rt, self.scale())
         info["time_s"]["stage1"] = time.time() - clock
         clock = time.time()
         feats, labels = self.encode(task.train_plain, f"task {task.index + 1} features")
