@@ -1,22 +1,14 @@
 """The one optimisation loop every stage of every method uses."""
 from __future__ import annotations
 
-import math
 from typing import Callable, Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from dmc.errors import UserError
+from dmc.schedule import cosine_lr
 from dmc.training.runtime import Runtime
-
-
-def cosine_lr(step: int, total: int, warmup: int = 0) -> float:
-    """Multiplier of the base learning rate: linear warm-up, then cosine decay to 0."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def fit(
