@@ -1,4 +1,5 @@
-"""Config sections of how the methods learn: replay, the Gaussian memory, drift calibration, DMC, RAPF."""
+"""Config sections of how the methods learn: replay, the memory (Gaussian statistics, exemplars), drift
+calibration, DMC, RAPF."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ class ReplayConfig(Section):
 
 @dataclass
 class MemoryConfig(Section):
-    """How class statistics are estimated: S = unbiased empirical covariance, then shrink, then ridge."""
+    """How class statistics are estimated (S = unbiased empirical covariance, then shrink, then ridge), and
+    how many training images a method that replays images (``uses_exemplars``) keeps."""
 
     covariance: str = "full"  # [reconstruction] full: (D, D) Sigma | diag: (D,) variances, 1/D of the memory
     ridge: float = 1e-4  # [reconstruction] eps of the ridge eps*tau*I; keeps classes with N < D positive definite
@@ -29,11 +31,16 @@ class MemoryConfig(Section):
     shrink_diag: float = 1.0  # [reconstruction] alpha0, weight of mean(diag S)*I (RAPF's code: 1)
     shrink_offdiag: float = 1.0  # [reconstruction] alpha1, weight of mean(offdiag S)*(1 - I) (RAPF: 1; <= alpha0)
     normalize: bool = False  # [reconstruction] L2-normalise features before fitting (METHOD.md: unnormalised)
+    exemplars_per_class: int = 0  # training images kept per class, as row indices (methods that replay images; PROOF's preset: 20)
+    exemplar_selection: str = "herding"  # herding (iCaRL / PyCIL: running mean closest to the class mean) | random
+    exemplar_budget: int | None = None  # total images shared by the seen classes, older ones cut to their best rows (PyCIL's fixed_memory=false); None: exemplars_per_class each
 
     def check(self) -> None:
         one_of(self, "covariance", ("full", "diag"))
+        one_of(self, "exemplar_selection", ("herding", "random"))
         positive(self, "ridge")  # keeps covariances positive definite
-        at_least(self, 0, "shrink_diag", "shrink_offdiag")
+        at_least(self, 0, "shrink_diag", "shrink_offdiag", "exemplars_per_class")
+        at_least(self, 1, "exemplar_budget")
 
 
 def check_solver(solver: str, reg: float) -> None:
@@ -98,3 +105,4 @@ class RapfConfig(Section):
         at_least(self, 0, "weight_decay", "epochs", "hinge_threshold", "hinge_weight", "hinge_per_pair",
                  "fusion_bias")
         at_least(self, 1, "batch_size")
+
