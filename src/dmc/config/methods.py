@@ -1,5 +1,5 @@
 """Config sections of how the methods learn: replay, the memory (Gaussian statistics, exemplars), drift
-calibration, DMC, RAPF."""
+calibration, DMC, and the peers RAPF and RanPAC."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -105,4 +105,23 @@ class RapfConfig(Section):
         at_least(self, 0, "weight_decay", "epochs", "hinge_threshold", "hinge_weight", "hinge_per_pair",
                  "fusion_bias")
         at_least(self, 1, "batch_size")
+
+
+@dataclass
+class RanpacConfig(Section):
+    """RanPAC's analytic read-out on frozen features (McDonnell et al., NeurIPS 2023)."""
+
+    dim: int = 5000  # M, random features; the ridge solve is O(M^3) time, M^2 float64 memory (docs/peers.md) [reconstruction] (RanPAC's paper and released configs: 10000 on ViT)
+    projection_seed: int | None = None  # seed of the random projection (kept as the seed, not a matrix); None: derived from the run seed
+    ridge: float | None = None  # lambda; None: chosen per task on held-out training features, grid 1e-6..1e6 [paper: RanPAC] (released code: 1e-8..1e8)
+    holdout: float = 0.2  # [released: RanPAC] share of the task's features held out to choose lambda (its code: 0.2)
+    text_weight: float = 0.0  # w: adds w * cos(x, template text) to the ridge scores; 0 = image features only [reconstruction]
+    adapt: bool = False  # [paper: RanPAC] first-task adaptation of the image tower (the vision.* recipe against template text), then frozen
+
+    def check(self) -> None:
+        at_least(self, 1, "dim")
+        positive(self, "ridge")
+        at_least(self, 0, "text_weight")
+        if not 0.0 < self.holdout < 1.0:
+            raise BadValue("holdout", self.holdout, "must be in (0, 1)")
 
