@@ -1,11 +1,12 @@
-"""RanPAC on the tiny CLIP: 3-task runs, what it keeps, and exact resumes."""
+"""RanPAC and SimpleCIL on the tiny CLIP: 3-task runs, what each keeps, and exact resumes."""
 import json
 
 import torch
 from safetensors.torch import load_file
 
-from dmc.analytic import one_hot, random_features, random_projection
+from dmc.analytic import class_means, ncm_predict, one_hot, random_features, random_projection
 from dmc.engine.loop import make_task, prepare, run
+from dmc.report import compare_table
 from dmc.training.runtime import make_runtime
 from tests.helpers import killed_copy, tiny_cfg
 
@@ -24,6 +25,14 @@ def _train(cfg, tmp_path, tasks: int = 3):
         method.begin_task(task)
         method.train_task(task)
     return method, bench, data
+
+
+def test_simplecil_three_task_run_stores_no_images(tmp_path):
+    out = run(tiny_cfg("simplecil"), out=tmp_path / "run", rt=QUIET)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "simplecil" and summary["tasks"] == 3 and 0.0 < summary["last"] <= 100.0
+    assert [r["stored_images"] for r in _records(out)] == [0, 0, 0] and summary["stored_images"] == 0
+    assert "| simplecil | synthetic |" in compare_table([out])
 
 
 def test_ranpac_equals_the_ridge_on_all_tasks_at_once(tmp_path):
@@ -77,3 +86,14 @@ def test_ranpac_first_task_adaptation_changes_the_tower_once(tmp_path):
     assert any(not torch.equal(before[k], towers[0][k]) for k in before)
     assert all(torch.equal(towers[0][k], towers[1][k]) for k in before)
     assert "visual.transformer.resblocks.0.attn.in_proj_weight" in ranpac.learned.state_dict()
+
+
+def test_simplecil_is_the_nearest_class_mean(tmp_path):
+    simplecil, bench, data = _train(tiny_cfg("simplecil"), tmp_path)
+    classes = sorted(c for t in bench.tasks for c in t)
+    feats, labels = simplecil.encode(data["train_plain"], "train")
+    means = class_means(feats, labels, classes)
+    torch.testing.assert_close(simplecil.class_features(classes).double(), means, rtol=1e-5, atol=1e-6)
+    test = simplecil.encode(data["test"], "test")[0]
+    pred = simplecil.scores(test, simplecil.class_features(classes)).argmax(1)
+    assert torch.equal(pred, ncm_predict(test, means))
