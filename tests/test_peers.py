@@ -1,10 +1,12 @@
-"""RanPAC and SimpleCIL on the tiny CLIP: 3-task runs, what each keeps, and exact resumes."""
+"""RanPAC, SimpleCIL and PROOF on the tiny CLIP: 3-task runs, what each keeps, and exact resumes."""
 import json
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
 from dmc.analytic import class_means, ncm_predict, one_hot, random_features, random_projection
+from dmc.cli import main
 from dmc.engine.loop import make_task, prepare, run
 from dmc.report import compare_table
 from dmc.training.runtime import make_runtime
@@ -97,3 +99,73 @@ def test_simplecil_is_the_nearest_class_mean(tmp_path):
     test = simplecil.encode(data["test"], "test")[0]
     pred = simplecil.scores(test, simplecil.class_features(classes)).argmax(1)
     assert torch.equal(pred, ncm_predict(test, means))
+
+
+def test_proof_keeps_earlier_projections_prompts_and_prototypes_bit_identical(tmp_path):
+    cfg, _, bench, data, proof, _ = prepare(tiny_cfg("proof", proof__epochs=2, proof__lr=0.05), tmp_path / "run",
+                                            None, QUIET)
+    first = make_task(0, bench, data, cfg.seed)
+    proof.begin_task(first)
+    proof.train_task(first)
+    old = {k: v.clone() for k, v in proof.net.state_dict().items()}
+    second = make_task(1, bench, data, cfg.seed, proof.exemplar_rows())
+    assert len(second.train) == len(make_task(1, bench, data, cfg.seed).train) + 4 * 8  # 20 per class, 8 there
+    proof.begin_task(second)
+    fresh = {k: v.clone() for k, v in proof.net.state_dict().items()}
+    proof.train_task(second)
+    now = proof.net.state_dict()
+    frozen = [k for k in old if k.startswith(("image.maps.0.", "text.maps.0.", "fusion.context.0"))]
+    assert len(frozen) == 5 and all(torch.equal(now[k], old[k]) for k in frozen)
+    assert torch.equal(now["prototypes"][first.classes], old["prototypes"][first.classes])
+    assert not torch.equal(now["image.maps.1.weight"], fresh["image.maps.1.weight"])  # the new pair learns
+    assert not torch.equal(now["fusion.out.weight"], old["fusion.out.weight"])  # the fusion layer is shared
+    assert now["fusion.context.1"].shape == (3, now["prototypes"].shape[1])
+
+
+def test_proof_fusion_is_per_image_and_grows_per_task():
+    from dmc.methods.proof import ProofHead
+
+    torch.manual_seed(0)
+    head = ProofHead(16, heads=2, dropout=0.1)
+    head.add_task(6, 3)
+    head.eval()
+    z, text, protos = torch.randn(5, 16), torch.randn(6, 16), torch.randn(6, 16)
+    img, txt, by_text, by_proto = head(z, text, protos)
+    assert img.shape == (5, 16) and txt.shape == (6, 16) and by_text.shape == by_proto.shape == (5, 6)
+    alone = head(z[2:3], text, protos)  # an image's scores do not depend on the rest of its batch
+    torch.testing.assert_close(alone[2], by_text[2:3])
+    torch.testing.assert_close(alone[3], by_proto[2:3])
+    assert head.fusion(img, torch.cat([txt, txt])).shape == (5, 1 + 12 + 3, 16)
+    head.add_task(9, 3)
+    assert [p.requires_grad for p in head.fusion.context] == [False, True]
+    assert [m.weight.requires_grad for m in head.image.maps] == [False, True] and len(head.prototypes) == 9
+
+
+def test_proof_resume_restores_exemplars_and_selects_nothing_again(tmp_path, monkeypatch):
+    import dmc.methods.base as base
+
+    cfg = tiny_cfg("proof", proof__epochs=2, memory__exemplars_per_class=3)
+    full = run(cfg, out=tmp_path / "full", rt=QUIET)
+    killed = killed_copy(full, tmp_path / "killed", finished_tasks=2)
+    kept = load_file(str(killed / "checkpoints" / "task_01.safetensors"))
+    calls = []
+    herding = base.herding
+    monkeypatch.setattr(base, "herding", lambda f, m: calls.append(len(f)) or herding(f, m))
+    resumed = run(None, resume=killed, rt=QUIET)
+    assert len(calls) == 4  # only task 3's four new classes were selected
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (full, resumed))
+    assert a["acc_matrix"] == b["acc_matrix"] and b["stored_images"] == 36 and b["tasks"] == 3
+    assert [r["stored_images"] for r in _records(resumed)] == [12, 24, 36]  # 3 per class
+    assert "| proof | synthetic |" in compare_table([resumed]) and "| 36 |" in compare_table([resumed])
+    last = load_file(str(resumed / "checkpoints" / "task_02.safetensors"))
+    again = load_file(str(full / "checkpoints" / "task_02.safetensors"))
+    assert last.keys() == again.keys() and all(torch.equal(last[k], again[k]) for k in last)
+    ex = [k for k in kept if k.startswith("exemplars.rows.")]
+    assert len(ex) == 8 and all(torch.equal(last[k], kept[k]) for k in ex)
+    assert np.all(np.diff([len(kept[k]) for k in ex]) == 0)
+
+
+def test_list_shows_the_peers(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(m in out for m in ("ranpac", "simplecil", "proof"))

@@ -1,5 +1,5 @@
 """Config sections of how the methods learn: replay, the memory (Gaussian statistics, exemplars), drift
-calibration, DMC, and the peers RAPF and RanPAC."""
+calibration, DMC, and the peers RAPF, RanPAC and PROOF."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -125,3 +125,24 @@ class RanpacConfig(Section):
         if not 0.0 < self.holdout < 1.0:
             raise BadValue("holdout", self.holdout, "must be in (0, 1)")
 
+
+@dataclass
+class ProofConfig(Section):
+    """PROOF's projections and fusion (Zhou et al., TPAMI 2025); exemplars follow ``memory.exemplar_*``."""
+
+    lr: float = 1e-3  # [released: PROOF] learning rate (exps/*.json: 0.001)
+    optimizer: str = "sgd"  # [released: PROOF] sgd (momentum 0.9) | adamw
+    weight_decay: float = 0.05  # [released: PROOF]
+    epochs: int = 5  # [released: PROOF] passes over the task's data (CIFAR-100 5; ImageNet-R, CUB, UCF 10)
+    batch_size: int = 64  # [released: PROOF] (ImageNet-R 48)
+    context_per_task: int = 3  # [released: PROOF] learnable context prompts added per task (code default)
+    heads: int = 1  # [released: PROOF] attention heads of the fusion layer
+    dropout: float = 0.1  # [released: PROOF] dropout of the fusion layer
+
+    def check(self) -> None:
+        one_of(self, "optimizer", ("sgd", "adamw"))
+        positive(self, "lr")
+        at_least(self, 0, "weight_decay", "epochs", "context_per_task")
+        at_least(self, 1, "batch_size", "heads")
+        if not 0.0 <= self.dropout < 1.0:
+            raise BadValue("dropout", self.dropout, "must be in [0, 1)")
