@@ -23,8 +23,8 @@ def rows(section_obj, prefix: str):
             yield from rows(value, key + ".")
             continue
         note = comments.get(f.name, "")
-        prov = re.findall(r"\[(paper[^\]]*|reconstruction)\]", note)
-        note = re.sub(r"\s*\[(paper[^\]]*|reconstruction)\]\s*", " ", note).strip()
+        prov = re.findall(r"\[(paper[^\]]*|released[^\]]*|reconstruction)\]", note)
+        note = re.sub(r"\s*\[(paper[^\]]*|released[^\]]*|reconstruction)\]\s*", " ", note).strip()
         note = note.replace("|", "/")
         yield key, value, note, prov[0] if prov else "harness"
 

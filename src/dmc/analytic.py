@@ -42,8 +42,10 @@ def ridge_sums(h: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 def ridge_solve(gram: Tensor, q: Tensor, lam: float) -> Tensor:
     """W = (G + lam I)^-1 Q (M, C), by Cholesky (G + lam I is positive definite for lam > 0)."""
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    chol = torch.linalg.cholesky(gram + lam * eye)
+    shifted = gram.clone()  # (M, M); the shift goes on the diagonal in place: no M x M identity
+    shifted.diagonal().add_(lam)
+    chol = torch.linalg.cholesky(shifted)
+    del shifted
     return torch.cholesky_solve(q, chol)
 
 
@@ -53,19 +55,36 @@ def select_ridge(h: Tensor, y: Tensor, grid: tuple[float, ...] = RIDGE_GRID, hol
 
     h (N, M) random features, y (N, C) one-hot targets. The held-out rows are a random `holdout` share (from
     `generator`); the ridge is fitted on the rest. RanPAC's criterion (MSE on held-out training data).
+    Every candidate is solved at once from one eigendecomposition (`ridge_path`), not one M x M solve each.
     Returns the chosen lambda and the error of every candidate.
     """
     n = h.shape[0]
     perm = torch.randperm(n, generator=generator).to(h.device)
     n_val = max(1, int(round(holdout * n)))
     val, fit = perm[:n_val], perm[n_val:]
-    gram, q = ridge_sums(h[fit], y[fit])
-    errors = []
-    for lam in grid:
-        pred = h[val].to(torch.float64) @ ridge_solve(gram, q, lam)  # (V, C)
-        errors.append(float(((pred - y[val]) ** 2).mean()))
+    yv = y[val].to(torch.float64)
+    errors = [float(((pred - yv) ** 2).mean()) for pred in ridge_path(h[fit], y[fit], h[val], grid)]
     best = min(range(len(grid)), key=lambda i: errors[i])
     return grid[best], errors
+
+
+def ridge_path(h: Tensor, y: Tensor, h_eval: Tensor, grid: tuple[float, ...]) -> list[Tensor]:
+    """Predictions h_eval W(lam) (E, C) of the ridge W(lam) = (h^T h + lam I)^-1 h^T y for every lam of `grid`.
+
+    h (N, M), y (N, C), h_eval (E, M). One eigendecomposition of the smaller Gram matrix serves every
+    candidate: for N <= M, h h^T = U S U^T and W(lam) = h^T U diag(1 / (s + lam)) U^T y (the dual form);
+    otherwise h^T h = U S U^T and W(lam) = U diag(1 / (s + lam)) U^T h^T y. Both are the ridge solution
+    exactly; the cost is O(N M min(N, M) + min(N, M)^3), mostly matrix products. float64 throughout.
+    """
+    h, y, h_eval = h.to(torch.float64), y.to(torch.float64), h_eval.to(torch.float64)
+    if h.shape[0] <= h.shape[1]:
+        s, u = torch.linalg.eigh(h @ h.T)  # (N,), (N, N)
+        a, b = (h_eval @ h.T) @ u, u.T @ y  # (E, N), (N, C)
+    else:
+        s, u = torch.linalg.eigh(h.T @ h)  # (M,), (M, M)
+        a, b = h_eval @ u, u.T @ (h.T @ y)  # (E, M), (M, C)
+    s = s.clamp_min(0.0)  # a Gram matrix is PSD; rounding may leave tiny negative eigenvalues
+    return [(a / (s + lam)) @ b for lam in grid]
 
 
 def class_means(x: Tensor, labels: Tensor, classes: list[int]) -> Tensor:

@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--dim", type=int, default=512)
     b.add_argument("--device", default="cpu")
     b.add_argument("--repeats", type=int, default=3, help="timed calls; the median is reported")
+    rb = sub.add_parser("bench-ridge", help="time one task of RanPAC's read-out: features, lambda choice, M x M solve")
+    rb.add_argument("--dim-in", type=int, default=512, help="feature dimension D (ViT-B/16: 512, toy: 128)")
+    rb.add_argument("--dim", type=int, default=10000, help="random features M (ranpac.dim)")
+    rb.add_argument("--n", type=int, default=5000, help="training images of the task (CIFAR-100 task: 5000)")
+    rb.add_argument("--classes", type=int, default=100)
+    rb.add_argument("--device", default="cpu")
     s = sub.add_parser("bench-speed", help="images/s of stage 1 and evaluation, stage-2 steps/s, peak memory (random weights)")
     s.add_argument("--backbone", default="ViT-B-16")
     s.add_argument("--batch", type=int, default=64,
@@ -164,6 +170,13 @@ def cmd_bench_ot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_ridge(args: argparse.Namespace) -> int:
+    from dmc.engine.bench import bench_ridge
+
+    print(json.dumps(bench_ridge(args.dim_in, args.dim, args.n, args.classes, device=args.device), indent=1))
+    return 0
+
+
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     from dmc.config import ModelConfig, VisionConfig
     from dmc.engine.bench import bench_speed
@@ -178,7 +191,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare, "world": cmd_world,
             "pretrain-toy": cmd_pretrain_toy, "bench-ot": cmd_bench_ot,
-            "bench-speed": cmd_bench_speed}
+            "bench-speed": cmd_bench_speed, "bench-ridge": cmd_bench_ridge}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,10 +38,16 @@ def _mean_drift(records: list[dict]) -> tuple[float, float] | None:
     return float(np.mean([r["stored"] for r in rows])), float(np.mean([r["calibrated"] for r in rows]))
 
 
+def _stored(summary: dict) -> str:
+    """Images a run kept for replay (exemplars); "–" for runs written before it was recorded."""
+    return str(summary["stored_images"]) if "stored_images" in summary else "–"
+
+
 def compare_table(run_dirs: list[Path]) -> str:
-    """Markdown table: one row per run (method, benchmark, seed, Avg, Last, forgetting, BWT, drift)."""
-    lines = ["| run | method | benchmark | seed | Avg | Last | forgetting | BWT | old/new (last) | drift stored→calibrated | time (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """Markdown table: one row per run (method, benchmark, seed, Avg, Last, forgetting, BWT, drift, stored
+    images: exemplar-based and exemplar-free rows are never confused)."""
+    lines = ["| run | method | benchmark | seed | Avg | Last | forgetting | BWT | old/new (last) | drift stored→calibrated | stored images | time (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in run_dirs:
         rd = RunDir(Path(d))
         s, recs = rd.read_summary(), rd.records()
@@ -51,7 +57,7 @@ def compare_table(run_dirs: list[Path]) -> str:
         drift_s = "–" if drift is None else f"{drift[0]:.3f} → {drift[1]:.3f}"
         lines.append(f"| {Path(d).name} | {s['method']} | {s['benchmark']} | {s['seed']} | {s['avg']:.2f} | "
                      f"{s['last']:.2f} | {s['forgetting']:.2f} | {s['bwt']:.2f} | {old_new} | {drift_s} | "
-                     f"{s['wall_time_s']:.0f} |")
+                     f"{_stored(s)} | {s['wall_time_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -87,8 +93,8 @@ def aggregate_table(run_dirs: list[Path]) -> str:
     groups: dict[str, list[Path]] = {}
     for d in run_dirs:
         groups.setdefault(_group_name(d), []).append(Path(d))
-    lines = ["| setting | method | seeds | Avg | Last | forgetting | \\|new − old\\| (last task) | drift stored → calibrated | s per task |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| setting | method | seeds | Avg | Last | forgetting | \\|new − old\\| (last task) | drift stored → calibrated | stored images | s per task |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, dirs in groups.items():
         summaries = [RunDir(d).read_summary() for d in dirs]
         recs = [RunDir(d).records() for d in dirs]
@@ -99,5 +105,5 @@ def aggregate_table(run_dirs: list[Path]) -> str:
         lines.append(f"| {name} | {summaries[0]['method']} | {', '.join(str(s['seed']) for s in summaries)} | "
                      f"{_mean_std([s['avg'] for s in summaries])} | {_mean_std([s['last'] for s in summaries])} | "
                      f"{_mean_std([s['forgetting'] for s in summaries])} | "
-                     f"{_mean_std(gaps) if gaps else '–'} | {drift_s} | {per_task:.1f} |")
+                     f"{_mean_std(gaps) if gaps else '–'} | {drift_s} | {_stored(summaries[0])} | {per_task:.1f} |")
     return "\n".join(lines)

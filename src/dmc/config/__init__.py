@@ -5,7 +5,8 @@ imports nothing of the library above it, so methods, the loop and the CLI can al
 """
 from dmc.config.checks import BadValue, Section
 from dmc.config.data import BenchmarkConfig, DataConfig, WorldConfig
-from dmc.config.methods import SOLVERS, CalibrationConfig, DmcConfig, MemoryConfig, RapfConfig, ReplayConfig
+from dmc.config.methods import (SOLVERS, CalibrationConfig, DmcConfig, MemoryConfig, ProofConfig, RanpacConfig,
+                                RapfConfig, ReplayConfig)
 from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
 from dmc.config.resolve import SMOKE, apply_dict, load, parse_set, resolve, save, set_key, to_dict, validate
 from dmc.config.run import CheckpointConfig, DiagnosticsConfig, EvalConfig, RunConfig
@@ -13,6 +14,6 @@ from dmc.config.run import CheckpointConfig, DiagnosticsConfig, EvalConfig, RunC
 __all__ = [
     "SMOKE", "SOLVERS", "BadValue", "BenchmarkConfig", "CalibrationConfig", "CheckpointConfig", "DataConfig",
     "DiagnosticsConfig", "DmcConfig", "EvalConfig", "MemoryConfig", "ModelConfig", "PromptConfig",
-    "RapfConfig", "ReplayConfig", "RunConfig", "Section", "VisionConfig", "WorldConfig", "apply_dict",
-    "load", "parse_set", "resolve", "save", "set_key", "to_dict", "validate",
+    "ProofConfig", "RanpacConfig", "RapfConfig", "ReplayConfig", "RunConfig", "Section", "VisionConfig",
+    "WorldConfig", "apply_dict", "load", "parse_set", "resolve", "save", "set_key", "to_dict", "validate",
 ]

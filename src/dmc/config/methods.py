@@ -1,4 +1,5 @@
-"""Config sections of how the methods learn: replay, the Gaussian memory, drift calibration, DMC, RAPF."""
+"""Config sections of how the methods learn: replay, the memory (Gaussian statistics, exemplars), drift
+calibration, DMC, and the peers RAPF, RanPAC and PROOF."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ class ReplayConfig(Section):
 
 @dataclass
 class MemoryConfig(Section):
-    """How class statistics are estimated: S = unbiased empirical covariance, then shrink, then ridge."""
+    """How class statistics are estimated (S = unbiased empirical covariance, then shrink, then ridge), and
+    how many training images a method that replays images (``uses_exemplars``) keeps."""
 
     covariance: str = "full"  # [reconstruction] full: (D, D) Sigma | diag: (D,) variances, 1/D of the memory
     ridge: float = 1e-4  # [reconstruction] eps of the ridge eps*tau*I; keeps classes with N < D positive definite
@@ -29,11 +31,16 @@ class MemoryConfig(Section):
     shrink_diag: float = 1.0  # [reconstruction] alpha0, weight of mean(diag S)*I (RAPF's code: 1)
     shrink_offdiag: float = 1.0  # [reconstruction] alpha1, weight of mean(offdiag S)*(1 - I) (RAPF: 1; <= alpha0)
     normalize: bool = False  # [reconstruction] L2-normalise features before fitting (METHOD.md: unnormalised)
+    exemplars_per_class: int = 0  # training images kept per class, as row indices (methods that replay images; PROOF's preset: 20)
+    exemplar_selection: str = "herding"  # herding (iCaRL / PyCIL: running mean closest to the class mean) | random
+    exemplar_budget: int | None = None  # total images shared by the seen classes, older ones cut to their best rows (PyCIL's fixed_memory=false); None: exemplars_per_class each
 
     def check(self) -> None:
         one_of(self, "covariance", ("full", "diag"))
+        one_of(self, "exemplar_selection", ("herding", "random"))
         positive(self, "ridge")  # keeps covariances positive definite
-        at_least(self, 0, "shrink_diag", "shrink_offdiag")
+        at_least(self, 0, "shrink_diag", "shrink_offdiag", "exemplars_per_class")
+        at_least(self, 1, "exemplar_budget")
 
 
 def check_solver(solver: str, reg: float) -> None:
@@ -98,3 +105,44 @@ class RapfConfig(Section):
         at_least(self, 0, "weight_decay", "epochs", "hinge_threshold", "hinge_weight", "hinge_per_pair",
                  "fusion_bias")
         at_least(self, 1, "batch_size")
+
+
+@dataclass
+class RanpacConfig(Section):
+    """RanPAC's analytic read-out on frozen features (McDonnell et al., NeurIPS 2023)."""
+
+    dim: int = 5000  # M, random features; the ridge solve is O(M^3) time, M^2 float64 memory (docs/peers.md) [reconstruction] (RanPAC's paper and released configs: 10000 on ViT)
+    projection_seed: int | None = None  # seed of the random projection (kept as the seed, not a matrix); None: derived from the run seed
+    ridge: float | None = None  # lambda; None: chosen per task on held-out training features, grid 1e-6..1e6 [paper: RanPAC] (released code: 1e-8..1e8)
+    holdout: float = 0.2  # [released: RanPAC] share of the task's features held out to choose lambda (its code: 0.2)
+    text_weight: float = 0.0  # w: adds w * cos(x, template text) to the ridge scores; 0 = image features only [reconstruction]
+    adapt: bool = False  # [paper: RanPAC] first-task adaptation of the image tower (the vision.* recipe against template text), then frozen
+
+    def check(self) -> None:
+        at_least(self, 1, "dim")
+        positive(self, "ridge")
+        at_least(self, 0, "text_weight")
+        if not 0.0 < self.holdout < 1.0:
+            raise BadValue("holdout", self.holdout, "must be in (0, 1)")
+
+
+@dataclass
+class ProofConfig(Section):
+    """PROOF's projections and fusion (Zhou et al., TPAMI 2025); exemplars follow ``memory.exemplar_*``."""
+
+    lr: float = 1e-3  # [released: PROOF] learning rate (exps/*.json: 0.001)
+    optimizer: str = "sgd"  # [released: PROOF] sgd (momentum 0.9) | adamw
+    weight_decay: float = 0.05  # [released: PROOF]
+    epochs: int = 5  # [released: PROOF] passes over the task's data (CIFAR-100 5; ImageNet-R, CUB, UCF 10)
+    batch_size: int = 64  # [released: PROOF] (ImageNet-R 48)
+    context_per_task: int = 3  # [released: PROOF] learnable context prompts added per task (code default)
+    heads: int = 1  # [released: PROOF] attention heads of the fusion layer
+    dropout: float = 0.1  # [released: PROOF] dropout of the fusion layer
+
+    def check(self) -> None:
+        one_of(self, "optimizer", ("sgd", "adamw"))
+        positive(self, "lr")
+        at_least(self, 0, "weight_decay", "epochs", "context_per_task")
+        at_least(self, 1, "batch_size", "heads")
+        if not 0.0 <= self.dropout < 1.0:
+            raise BadValue("dropout", self.dropout, "must be in [0, 1)")

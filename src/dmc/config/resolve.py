@@ -28,6 +28,7 @@ SMOKE = {
     "vision.epochs": 1,
     "prompt.epochs": 1,
     "rapf.epochs": 1,
+    "proof.epochs": 1,
 }
 
 

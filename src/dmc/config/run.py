@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 
 from dmc.config.checks import Section, at_least, one_of
 from dmc.config.data import BenchmarkConfig, DataConfig
-from dmc.config.methods import CalibrationConfig, DmcConfig, MemoryConfig, RapfConfig, ReplayConfig
+from dmc.config.methods import (CalibrationConfig, DmcConfig, MemoryConfig, ProofConfig, RanpacConfig, RapfConfig,
+                                ReplayConfig)
 from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
 
 
@@ -47,6 +48,8 @@ class RunConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     dmc: DmcConfig = field(default_factory=DmcConfig)
     rapf: RapfConfig = field(default_factory=RapfConfig)
+    ranpac: RanpacConfig = field(default_factory=RanpacConfig)
+    proof: ProofConfig = field(default_factory=ProofConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -103,3 +103,43 @@ def bench_speed(rt: Runtime, backbone: str = "ViT-B-16", batch: int = 64, classe
             "stage1_images_per_s": batch / t1, "eval_images_per_s": batch / te,
             "stage2_steps_per_s": 1 / t2, "stage2_reencode_steps_per_s": 1 / t2_reencode,
             "stage2_cache_speedup": t2_reencode / t2, "peak_memory_mb": peak_memory_mb(rt)}
+
+
+def bench_ridge(dim_in: int = 512, dim: int = 10000, n: int = 5000, classes: int = 100, new: int = 10,
+                device: str = "cpu", seed: int = 0) -> dict:
+    """Time one task of RanPAC's read-out (methods.ranpac) on random features, as data: project n features
+    (dim_in -> dim) and add them to G (M, M) and Q (M, classes); choose lambda on a held-out fifth (one thin
+    SVD); solve (G + lambda I) W = Q by Cholesky. Memory: G, its factor and the shifted copy are M^2 float64
+    each (3 x 800 MB at M = 10000); "added_peak_mb" is how much the process's peak grew (CPU) or the
+    allocator's peak (CUDA)."""
+    from dmc.analytic import one_hot, select_ridge
+    from dmc.methods.ranpac import RidgeReadout
+
+    rt = Runtime(torch.device(device))
+    before = 0.0 if rt.device.type == "cuda" else peak_memory_mb(rt)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim_in, generator=gen).to(device)  # (N, D)
+    labels = torch.randint(0, new, (n,), generator=gen).to(device)  # (N,)
+    readout = RidgeReadout(dim_in, dim, seed, device)
+    readout.grow(classes)
+    times = {}
+    for stage in ("features_and_sums", "select", "solve"):
+        _sync_device(device)
+        start = time.perf_counter()
+        if stage == "features_and_sums":
+            h = readout.add(x, labels)  # (N, M)
+        elif stage == "select":
+            lam, _ = select_ridge(h, one_hot(labels, new), generator=gen)
+            readout.set_ridge(lam)
+        else:
+            readout.weights()
+        _sync_device(device)
+        times[f"{stage}_s"] = round(time.perf_counter() - start, 2)
+    return {"dim_in": dim_in, "dim": dim, "n": n, "classes": classes, "device": device, **times,
+            "total_s": round(sum(times.values()), 2), "gram_mb": round(dim * dim * 8 / 2**20),
+            "added_peak_mb": round(peak_memory_mb(rt) - before)}
+
+
+def _sync_device(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()

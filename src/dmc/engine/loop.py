@@ -83,13 +83,19 @@ def prepare(cfg: RunConfig | None, out: Path | None, resume: Path | None, rt: Ru
     return cfg, rt, bench, data, method, rundir
 
 
-def make_task(t: int, bench: Benchmark, data: dict[str, ImageDataset], seed: int) -> Task:
+def make_task(t: int, bench: Benchmark, data: dict[str, ImageDataset], seed: int,
+              exemplars: np.ndarray | None = None) -> Task:
+    """Task t; its training images are joined by the training-set rows `exemplars` (old classes' exemplars
+    of a method that uses them)."""
     classes = bench.tasks[t]
     seen = sorted({c for task in bench.tasks[: t + 1] for c in task})
     gen = torch.Generator().manual_seed(derive_seed(seed, "generator", t))
-    return Task(t, classes, seen, select(data["train"], classes), select(data["train_plain"], classes), gen,
-                names=[bench.class_names[c] for c in classes],
-                reference=lambda cls: select(data["train_plain"], cls))
+    rows = np.nonzero(np.isin(data["train"].labels, classes))[0]
+    if exemplars is not None and len(exemplars):
+        rows = np.concatenate([rows, exemplars])
+    return Task(t, classes, seen, subset_dataset(data["train"], rows), subset_dataset(data["train_plain"], rows),
+                gen, names=[bench.class_names[c] for c in classes],
+                reference=lambda cls: select(data["train_plain"], cls), train_index=rows)
 
 
 def run(cfg: RunConfig | None, out: Path | None = None, resume: Path | None = None,
@@ -112,7 +118,7 @@ def run(cfg: RunConfig | None, out: Path | None = None, resume: Path | None = No
     bar = tqdm(range(T), desc=f"{cfg.method} on {bench.name}", disable=not (rt.progress and rt.is_main))
     for t in bar:
         seed_everything(derive_seed(cfg.seed, "task", t))
-        task = make_task(t, bench, data, cfg.seed)
+        task = make_task(t, bench, data, cfg.seed, method.exemplar_rows())
         method.begin_task(task)
         if t < start:
             if t == start - 1:
@@ -139,7 +145,7 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
     R[t, : t + 1] = accs
     a_t = metrics.incremental_accuracies(R[: t + 1, : t + 1], counts)[-1]
     record = {"task": t, "classes_seen": len(task.seen), "A_t": a_t, "acc_row": accs, "counts": counts,
-              **metrics.old_new(R[: t + 1, : t + 1], counts, t)}
+              **metrics.old_new(R[: t + 1, : t + 1], counts, t), "stored_images": method.stored_images()}
     stage_times = info.pop("time_s", {})
     record.update({k: v for k, v in info.items()})
     record["time_s"] = {**stage_times, "train": t1 - t0, "eval": time.time() - t1, "total": time.time() - t0}
@@ -163,14 +169,16 @@ def evaluate_task(method: Method, task: Task, data: dict, batch_size: int) -> tu
     if "test_features" not in data:
         data["test_features"] = method.encode(test, "test features (encoded once)")[0]
     feats = data["test_features"][torch.as_tensor(mine, device=data["test_features"].device)]
-    return predict_features(method.head, protos, feats, task.seen), test.labels[mine]
+    return predict_features(method.scores, protos, feats, task.seen), test.labels[mine]
 
 
 def finish(rundir: RunDir, cfg: RunConfig, bench: Benchmark, R: np.ndarray, wall: float) -> None:
-    counts = rundir.records()[-1]["counts"]
+    last = rundir.records()[-1]
+    counts = last["counts"]
     summ = metrics.summary(R, counts)
     summary = {"method": cfg.method, "benchmark": cfg.benchmark.name, "backbone": cfg.model.backbone,
                "seed": cfg.seed, "tasks": len(bench.tasks), **summ, "acc_matrix": metrics.nan_to_none(R),
-               "counts": counts, "wall_time_s": wall, "versions": versions()}
+               "counts": counts, "stored_images": last.get("stored_images", 0), "wall_time_s": wall,
+               "versions": versions()}
     plot_run(summary, rundir.path / PLOT)
     rundir.write_summary(summary)

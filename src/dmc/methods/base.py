@@ -2,11 +2,14 @@
 
 The loop calls, for each task: `begin_task` (structure only: new classes, new task tokens — also replayed
 on resume before the checkpoint is loaded), `train_task` (all training stages), then evaluation through
-`class_features` and `image_features` (`head` alone on cached features when the image tower is frozen).
-Every module that training changes is registered in `learned`, whose torch `state_dict` is the checkpoint.
+`class_features` and `image_features` (`scores`, by default `head`, on cached features when the image
+tower is frozen). Every module that training changes is registered in `learned`, whose torch `state_dict`
+is the checkpoint. A method with `uses_exemplars` trains on its task's images plus the exemplars of old
+classes (the loop adds them) and picks its new classes' exemplars with `remember_exemplars`.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +17,7 @@ from torch import nn
 from dmc.config import RunConfig
 from dmc.data.benchmark import Benchmark
 from dmc.data.dataset import ImageDataset
+from dmc.memory.exemplars import ExemplarMemory, herding, random_exemplars
 from dmc.models.clip import Backbone, template_text_features
 from dmc.registry import Registry
 from dmc.training.features import encode_dataset
@@ -27,6 +31,7 @@ class Method:
     name = "base"
     single_task = False  # True: the loop merges every class into one task (the `joint` upper bound)
     frozen_image_encoder = True  # False: training adapts the image tower; True: the loop encodes the test set once
+    uses_exemplars = False  # True: task t trains on its images + old classes' exemplars (memory.exemplars_per_class)
 
     def __init__(self, cfg: RunConfig, backbone: Backbone, bench: Benchmark, rt: Runtime) -> None:
         self.cfg, self.backbone, self.bench, self.rt = cfg, backbone, bench, rt
@@ -38,6 +43,9 @@ class Method:
         self.learned = nn.ModuleDict()  # what training changes, by name: the checkpoint is its state_dict
         if not self.frozen_image_encoder:  # a method that adapts the image tower checkpoints it
             self.learned["visual"] = self.model.visual
+        self.exemplars = ExemplarMemory() if self.uses_exemplars else None
+        if self.exemplars is not None:  # indices into the training set, checkpointed like any trained part
+            self.learned["exemplars"] = self.exemplars
 
     # ---- hooks
     def begin_task(self, task: Task) -> None:
@@ -56,6 +64,35 @@ class Method:
     def head(self, feats: torch.Tensor) -> torch.Tensor:
         """Image-encoder output (B, D) -> normalised features compared with the class prototypes."""
         return F.normalize(feats, dim=-1)
+
+    def scores(self, feats: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+        """(B, C) scores of cached image-encoder outputs feats (B, D) against `class_features` protos; the
+        prediction is their argmax. Default: the cosine of `head(feats)` with each prototype."""
+        return self.head(feats).float() @ protos.t()
+
+    # ---- exemplar memory (methods with `uses_exemplars`)
+    def exemplar_rows(self) -> np.ndarray | None:
+        """Training-set rows of every stored exemplar (None for a method without exemplars)."""
+        return self.exemplars.rows() if self.exemplars is not None else None
+
+    def stored_images(self) -> int:
+        """Images kept for replay (recorded in every metrics line and summary)."""
+        return len(self.exemplars) if self.exemplars is not None else 0
+
+    def remember_exemplars(self, task: Task, feats: torch.Tensor, labels: torch.Tensor) -> None:
+        """Choose the exemplars of the task's new classes from their features (N, D) and labels (N,), rows of
+        `task.train_plain`. Each seen class keeps `memory.exemplars_per_class` rows, or with
+        `memory.exemplar_budget` an equal share of that total, older classes cut to their best rows."""
+        mem = self.cfg.memory
+        m = mem.exemplar_budget // len(task.seen) if mem.exemplar_budget else mem.exemplars_per_class
+        self.exemplars.truncate(m)
+        if m == 0:
+            return
+        for c in task.classes:
+            idx = (labels == c).nonzero().flatten().cpu()  # (N_c,)
+            pick = (herding(feats[idx.to(feats.device)], m) if mem.exemplar_selection == "herding"
+                    else random_exemplars(len(idx), m, task.generator))
+            self.exemplars.set(c, task.train_index[idx[pick].numpy()])
 
     # ---- shared helpers
     def template_features(self, classes: list[int]) -> torch.Tensor:

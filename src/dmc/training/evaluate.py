@@ -29,12 +29,12 @@ def predict(image_features: Callable[[torch.Tensor], torch.Tensor], protos: torc
 
 
 @torch.inference_mode()
-def predict_features(head: Callable[[torch.Tensor], torch.Tensor], protos: torch.Tensor, feats: torch.Tensor,
-                     seen: list[int], batch_size: int = 4096) -> np.ndarray:
-    """Like `predict`, from cached image-encoder outputs feats (N, D) passed through `head` (methods whose
-    image encoder is frozen)."""
+def predict_features(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], protos: torch.Tensor,
+                     feats: torch.Tensor, seen: list[int], batch_size: int = 4096) -> np.ndarray:
+    """Like `predict`, from cached image-encoder outputs feats (N, D) (methods whose image encoder is frozen):
+    argmax over the `seen` classes of `score(feats, protos)` (B, C), the method's `scores` hook."""
     seen_t = torch.as_tensor(seen, device=feats.device)
-    preds = [seen_t[(head(f).float() @ protos.t()).argmax(dim=1)].cpu() for f in feats.split(batch_size)]
+    preds = [seen_t[score(f, protos).float().argmax(dim=1)].cpu() for f in feats.split(batch_size)]
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 

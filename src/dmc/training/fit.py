@@ -21,8 +21,10 @@ def fit(
     weight_decay: float = 0.0,
     desc: str = "train",
     hint: str = "lower the learning rate",
+    optimizer: str = "adamw",
 ) -> list[float]:
-    """Minimise `loss_fn` over `batches(epoch)` for `epochs` epochs with AdamW and a cosine schedule.
+    """Minimise `loss_fn` over `batches(epoch)` for `epochs` epochs with AdamW (or `optimizer="sgd"`: SGD
+    with momentum 0.9, the optimiser of PyCIL-style peers) and a cosine schedule.
 
     `batches(epoch)` returns a sized iterable (a DataLoader or a list). Returns the mean loss of each epoch.
     A non-finite loss stops the run with a one-line error (`hint` says what to change).
@@ -30,7 +32,10 @@ def fit(
     params = [p for p in params if p.requires_grad]
     if not params or epochs <= 0:
         return []
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     per_epoch = len(batches(0))
     total = max(1, epochs * per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from dmc.data.dataset import ImageDataset
@@ -14,12 +15,14 @@ class Task:
     index: int
     classes: list[int]  # remapped labels introduced by this task
     seen: list[int]  # every label seen so far, this task's included (sorted)
-    train: ImageDataset  # this task's training images, training transform
+    train: ImageDataset  # this task's training images (+ old classes' exemplars, `uses_exemplars`), training transform
     train_plain: ImageDataset  # the same images, evaluation transform (feature caches, statistics)
     generator: torch.Generator  # seeded per task: the only random source a method should draw from
     names: list[str] = field(default_factory=list)
     # plain training images of any classes: for opt-in diagnostics only, never for training
     reference: Optional[Callable[[list[int]], ImageDataset]] = None
+    # rows of `train` in the whole training set (exemplars are kept as such rows); None: not tracked
+    train_index: Optional[np.ndarray] = None
 
     def generator_on(self, device: torch.device | str) -> torch.Generator:
         """A generator on `device` (samplers must draw on the device of the statistics), derived from the
