@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dmc.config.checks import BadValue, Section, at_least, one_of, positive
+from dmc.config.checks import BadValue, Section, at_least, one_of, positive, stage_epochs
 
 SOLVERS = ("sinkhorn", "sinkhorn_log")  # POT's entropic OT methods that calibration may use
 SCALING_MIN_REG = 0.02  # below it, exp(-cost/reg) (cost <= 1) may underflow: use "sinkhorn_log"
@@ -95,6 +95,6 @@ class RapfConfig(Section):
     def check(self) -> None:
         one_of(self, "hinge_pairs", ("all", "nearest"))
         positive(self, "lr")
-        at_least(self, 0, "weight_decay", "epochs", "hinge_threshold", "hinge_weight", "hinge_per_pair",
-                 "fusion_bias")
+        at_least(self, 0, "weight_decay", "hinge_threshold", "hinge_weight", "hinge_per_pair", "fusion_bias")
         at_least(self, 1, "batch_size")
+        stage_epochs(self, "--method zeroshot")
