@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from dmc import faults
 from dmc.data.dataset import ImageDataset
 from dmc.training.runtime import Runtime
 
@@ -21,6 +22,7 @@ def predict(image_features: Callable[[torch.Tensor], torch.Tensor], protos: torc
     preds = []
     loader = rt.loader(dataset, batch_size)
     for x, _ in tqdm(loader, desc=desc, leave=False, disable=not (rt.progress and rt.is_main)):
+        faults.point(f"predict:{desc}")
         with rt.autocast():
             feats = image_features(x.to(rt.device, non_blocking=True))
         scores = F.normalize(feats.float(), dim=-1) @ protos.t()  # (B, C)

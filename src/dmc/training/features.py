@@ -12,7 +12,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dmc import faults
 from dmc.data.dataset import ImageDataset
+from dmc.errors import UserError
 from dmc.training.runtime import Runtime
 
 
@@ -23,12 +25,17 @@ def encode_dataset(visual: nn.Module, dataset: ImageDataset, rt: Runtime, batch_
     feats, labels = [], []
     loader = rt.loader(dataset, batch_size)
     for x, y in tqdm(loader, desc=desc, leave=False, disable=not (rt.progress and rt.is_main)):
+        faults.point(f"encode:{desc}")
         with rt.autocast():
             feats.append(visual(x.to(rt.device, non_blocking=True)).float())
         labels.append(y.to(rt.device))
     if not feats:
         return torch.zeros(0, 0, device=rt.device), torch.zeros(0, dtype=torch.long, device=rt.device)
-    return torch.cat(feats), torch.cat(labels)
+    feats_t = torch.cat(feats)  # (N, D)
+    if not bool(torch.isfinite(feats_t).all()):
+        raise UserError(f"image features became non-finite ({desc}): the image tower diverged; lower vision.lr "
+                        "(e.g. --set vision.lr=1e-5)")
+    return feats_t, torch.cat(labels)
 
 
 def feature_batches(feats: torch.Tensor, labels: torch.Tensor, batch_size: int,

@@ -6,6 +6,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from dmc import faults
 from dmc.errors import UserError
 from dmc.schedule import cosine_lr
 from dmc.training.runtime import Runtime
@@ -39,6 +40,7 @@ def fit(
     for epoch in range(epochs):
         running, count = 0.0, 0
         for batch in batches(epoch):
+            faults.point(f"fit:{desc}")
             with rt.autocast():
                 loss = loss_fn(batch)
             if not torch.isfinite(loss):

@@ -90,6 +90,11 @@ class Runtime:
         dist.all_reduce(t)
         return t.cpu().numpy()
 
+    def barrier(self) -> None:
+        """Wait for every rank (nothing to wait for without torchrun)."""
+        if self.world_size > 1:
+            dist.barrier()
+
     def shard(self, n: int) -> np.ndarray:
         """Indices of this rank's share of n items (all of them without torchrun)."""
         return np.arange(self.rank, n, self.world_size)
