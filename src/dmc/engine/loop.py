@@ -123,6 +123,7 @@ def run(cfg: RunConfig | None, out: Path | None = None, resume: Path | None = No
     try:
         run_tasks(cfg, rt, bench, data, method, rundir, resume is not None, start_time)
     finally:
+        rt.close()  # data-loader workers end with the run
         if rundir is not None:
             rundir.close()
     return rundir.path if rt.is_main else None

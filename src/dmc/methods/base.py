@@ -17,6 +17,7 @@ from dmc.data.dataset import ImageDataset
 from dmc.models.clip import Backbone, template_text_features
 from dmc.registry import Registry
 from dmc.training.features import encode_dataset
+from dmc.training.losses import cosine_logits
 from dmc.training.runtime import Runtime
 from dmc.training.task import Task
 
@@ -75,7 +76,7 @@ class Method:
         return float(self.model.logit_scale.exp().item())
 
     def logits(self, feats: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
-        return self.scale() * F.normalize(feats, dim=-1) @ protos.t()  # (B, C)
+        return cosine_logits(feats, protos, self.scale())  # (B, C), float32 also under bf16 autocast
 
 
 METHODS: Registry[type[Method]] = Registry("method")
