@@ -84,13 +84,13 @@ class RapfConfig(Section):
     epochs: int = 15  # passes over the task's cached features [reconstruction] (RAPF's released configs: 15)
     batch_size: int = 100  # real features per step [reconstruction] (RAPF's released CIFAR-100 config: 100)
     hinge: bool = True  # [paper] adaptive representation adjustment: hinge on neighbouring old/new class pairs
-    hinge_threshold: float = 0.55  # neighbours if ||t_old - t_new|| < this (unit text embeddings) [reconstruction] (released: CIFAR-100 0.55, ImageNet-R 0.6)
+    hinge_threshold: float = 0.55  # neighbours if ||t_old - t_new|| < this (unit text embeddings) [reconstruction] (released: CIFAR-100 0.55, ImageNet-R 0.6, set by its preset)
     hinge_margin: float = 0.1  # m: required cos(own text) - cos(neighbour's text) [reconstruction] (released code: 0.1)
     hinge_weight: float = 1.0  # weight of L_hinge next to the cross-entropy [reconstruction] (released code: 1)
     hinge_per_pair: int = 8  # pseudo-features of the old class per neighbour pair per step [reconstruction]
     hinge_pairs: str = "all"  # all (every pair under the threshold) | nearest (old class's nearest new one) [reconstruction]
     fusion: bool = True  # [paper] decomposed parameter fusion of old and new adapter weights after each task
-    fusion_bias: float = 0.6  # b in lambda = min(1, Delta/max Delta + b); 1 keeps W_new [reconstruction] (released: CIFAR-100 0.6, ImageNet-R 0.7)
+    fusion_bias: float = 0.6  # b in lambda = min(1, Delta/max Delta + b); 1 keeps W_new [reconstruction] (released: CIFAR-100 0.6, ImageNet-R 0.7, set by its preset)
 
     def check(self) -> None:
         one_of(self, "hinge_pairs", ("all", "nearest"))
