@@ -20,12 +20,17 @@ class ReplayConfig(Section):
 
 @dataclass
 class MemoryConfig(Section):
-    """How class statistics are estimated: S = unbiased empirical covariance, then shrink, then ridge."""
+    """How class statistics are estimated: S = unbiased empirical covariance, then shrink, then ridge.
+
+    A class with fewer samples than feature dimensions (CUB: ~30 images, D = 512) has a rank-deficient S;
+    the ridge alone keeps it positive definite but leaves a condition number near 1e5. `shrink_few` (on by
+    default, for every method) shrinks exactly those classes (memory/gaussian.py: `oas_shrink`)."""
 
     covariance: str = "full"  # [reconstruction] full: (D, D) Sigma | diag: (D,) variances, 1/D of the memory
     ridge: float = 1e-4  # [reconstruction] eps of the ridge eps*tau*I; keeps classes with N < D positive definite
     relative_ridge: bool = True  # [reconstruction] tau = mean variance tr/D (scale-free); false: tau = 1 (RAPF)
     shrink: bool = False  # [reconstruction] RAPF's shrinkage toward mean diagonal / off-diagonal values
+    shrink_few: bool = True  # [reconstruction] classes with N <= D samples: OAS shrinkage toward tr/D*I (full covariance; unless `shrink`)
     shrink_diag: float = 1.0  # [reconstruction] alpha0, weight of mean(diag S)*I (RAPF's code: 1)
     shrink_offdiag: float = 1.0  # [reconstruction] alpha1, weight of mean(offdiag S)*(1 - I) (RAPF: 1; <= alpha0)
     normalize: bool = False  # [reconstruction] L2-normalise features before fitting (METHOD.md: unnormalised)
