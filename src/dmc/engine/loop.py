@@ -20,7 +20,7 @@ from dmc.models.clip import Backbone, build_backbone
 from dmc.report import plot_run
 from dmc.errors import UserError
 from dmc.rundir import CONFIG, PLAN, PLOT, SPLIT, RunDir, default_out, digest
-from dmc.training.evaluate import accuracies, predict, predict_features, task_counts
+from dmc.training.evaluate import accuracies, predict, predict_features, task_counts, tower_version
 from dmc.training.runtime import Runtime, derive_seed, make_runtime, seed_everything
 from dmc.training.task import Task
 
@@ -218,6 +218,10 @@ def evaluate_task(method: Method, task: Task, data: dict, batch_size: int) -> tu
         return preds, test.labels[mine]
     if "test_features" not in data:
         data["test_features"] = method.encode(test, "test features (encoded once)")[0]
+        data["test_tower"] = tower_version(method.model.visual)
+    elif tower_version(method.model.visual) != data["test_tower"]:
+        raise RuntimeError(f"method {method.name!r} sets frozen_image_encoder = True but its image tower changed "
+                           "after the test features were cached; it must not set the flag")
     feats = data["test_features"][torch.as_tensor(mine, device=data["test_features"].device)]
     return predict_features(method.head, protos, feats, task.seen), test.labels[mine]
 

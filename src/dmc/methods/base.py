@@ -23,11 +23,15 @@ from dmc.training.task import Task
 
 
 class Method:
-    """Base: frozen CLIP with template prompts (which is exactly the `zeroshot` baseline)."""
+    """Base: CLIP with template prompts (with `frozen_image_encoder`, exactly the `zeroshot` baseline)."""
 
     name = "base"
     single_task = False  # True: the loop merges every class into one task (the `joint` upper bound)
-    frozen_image_encoder = True  # False: training adapts the image tower; True: the loop encodes the test set once
+    # True (opt-in, for methods that never train the image tower): the loop encodes the test set once and
+    # reuses the features; it checks that the tower did not change. False (the default): the tower is
+    # checkpointed and the test set is encoded at every evaluation, so a method that forgets the flag is
+    # slower, never wrong.
+    frozen_image_encoder = False
 
     def __init__(self, cfg: RunConfig, backbone: Backbone, bench: Benchmark, rt: Runtime) -> None:
         self.cfg, self.backbone, self.bench, self.rt = cfg, backbone, bench, rt
@@ -80,4 +84,4 @@ class Method:
 
 
 METHODS: Registry[type[Method]] = Registry("method")
-METHODS.register("zeroshot")(type("ZeroShot", (Method,), {"name": "zeroshot"}))
+METHODS.register("zeroshot")(type("ZeroShot", (Method,), {"name": "zeroshot", "frozen_image_encoder": True}))

@@ -109,6 +109,7 @@ def fuse_adapter(w_old: torch.Tensor, w_new: torch.Tensor, bias: float) -> tuple
 @METHODS.register("rapf")
 class RAPF(Method):
     name = "rapf"
+    frozen_image_encoder = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -53,3 +53,9 @@ def accuracies(counts: np.ndarray) -> tuple[list[float], list[int]]:
     """Accuracy (percent) and sample count per task from `task_counts` rows."""
     accs = [float(100.0 * c / n) if n else float("nan") for c, n in counts]
     return accs, [int(n) for _, n in counts]
+
+
+def tower_version(module: torch.nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer of `module` is replaced or modified in place (optimiser
+    steps, `load_state_dict`): torch's per-tensor version counter, which autograd keeps for its own checks."""
+    return tuple((id(t), t._version) for t in [*module.parameters(), *module.buffers()])
