@@ -53,8 +53,14 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def loader(self, dataset: ImageDataset, batch_size: int) -> Iterable:
-        """Batches (images, labels) of the whole dataset in order (encoding, evaluation)."""
-        return self._batches(dataset, in_order(len(dataset), batch_size))
+        """Batches (images, labels) of the whole dataset in order (encoding, evaluation). Images from files
+        come with per-sample seeds drawn from torch's global stream (seeded per task), so a transform that
+        augments gives the same images with any number of processes or loader workers."""
+        batches = in_order(len(dataset), batch_size)
+        if not ArrayBatches.supports(dataset):
+            seeds = torch.randint(2**62, (len(dataset),)).tolist()
+            batches = [[(i, seeds[i]) for i in b.tolist()] for b in batches]
+        return self._batches(dataset, batches)
 
     def train_loader(self, dataset: ImageDataset, batch_size: int, generator: torch.Generator):
         """epoch -> this rank's share of each global batch of `batch_size` images of a fresh permutation
