@@ -126,3 +126,23 @@ def test_new_run_writes_digests_before_any_image_is_loaded(tmp_path, monkeypatch
     state = json.loads((tmp_path / "r" / "run.json").read_text())
     assert set(state) == {"config_sha256", "plan_sha256"} and (tmp_path / "r" / "plan.json").exists()
     RunDir.create(tmp_path / "r").close()  # unlocked after the error, and free to take again
+
+
+def test_a_config_field_added_later_does_not_look_like_an_edit(tmp_path, monkeypatch):
+    """A run made before a field existed (its config.yaml lacks it) resumes after an upgrade."""
+    import importlib
+
+    resolve = importlib.import_module("dmc.config.resolve")  # the module (dmc.config.resolve is the function)
+    real = resolve.to_dict
+
+    def older(cfg):
+        tree = real(cfg)
+        del tree["memory"]["shrink_few"]
+        return tree
+
+    monkeypatch.setattr(resolve, "to_dict", older)
+    full = run(tiny_cfg("dmc"), out=tmp_path / "full", rt=QUIET)
+    monkeypatch.setattr(resolve, "to_dict", real)
+    assert "shrink_few" not in (full / "config.yaml").read_text()
+    killed = killed_copy(full, tmp_path / "killed", finished_tasks=2)
+    assert acc_matrix(run(None, resume=killed, rt=QUIET)) == acc_matrix(full)

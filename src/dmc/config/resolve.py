@@ -204,13 +204,22 @@ def save(cfg: RunConfig, path: Path, provenance: dict[str, Any] | None = None) -
     write_text(path, yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
 
 
-def load(path: Path) -> RunConfig:
-    """Read a saved `config.yaml` back (unknown keys are errors, so a stale file says so)."""
+def saved_tree(path: Path) -> dict[str, Any]:
+    """The values a saved `config.yaml` holds (its provenance left out): what a run directory's digest is
+    taken of, so that a field added to the config later does not make older runs look edited."""
     try:
         tree = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"cannot read config {path}: {exc}") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"cannot read config {path}: not a mapping of sections")
     tree.pop("provenance", None)
+    return tree
+
+
+def load(path: Path) -> RunConfig:
+    """Read a saved `config.yaml` back (unknown keys are errors, so a stale file says so)."""
+    tree = saved_tree(path)
     cfg = RunConfig()
     apply_dict(cfg, tree)
     validate(cfg)

@@ -91,7 +91,7 @@ def open_rundir(cfg: RunConfig, bench: Benchmark, out: Path | None, resume: Path
     if resume is not None:
         rundir = RunDir.open_for_resume(resume, lock=rt.is_main)
         try:
-            rundir.verify(digest(config.to_dict(cfg)), digest(bench.plan()))
+            rundir.verify(digest(config.saved_tree(rundir.path / CONFIG)), digest(bench.plan()))
         except BaseException:
             rundir.close()
             raise
@@ -102,7 +102,7 @@ def open_rundir(cfg: RunConfig, bench: Benchmark, out: Path | None, resume: Path
     describe = getattr(bench.source, "provenance", None)
     config.save(cfg, rundir.path / CONFIG, describe(cfg.data) if describe else None)
     write_plan(bench, rundir.path / PLAN)
-    rundir.seal(digest(config.to_dict(config.load(rundir.path / CONFIG))), digest(bench.plan()))
+    rundir.seal(digest(config.saved_tree(rundir.path / CONFIG)), digest(bench.plan()))
     return rundir
 
 
