@@ -144,6 +144,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from dmc.report import aggregate_table, compare_table, plot_compare
 
     print(aggregate_table(args.runs) if args.by_setting else compare_table(args.runs))
+    folder = next((f for f in args.plot.parents if f.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise UserError(f"cannot write the plot {args.plot}: {folder} is a file, not a folder")
     try:
         plot_compare(args.runs, args.plot)
     except OSError as exc:
