@@ -70,6 +70,8 @@ def test_any_image_size_reaches_the_tower_at_its_input_size(trees, backbones, so
         ds = ImageDataset(samples, samples.targets, transform)
         x = torch.stack([ds[i][0] for i in range(len(SIZES))])
         assert x.shape == (len(SIZES), 3, side, side)
+        if backbone == "RN50" and source != "cub200":
+            continue  # a ResNet-50 forward costs seconds on CPU: once is enough for its input size
         with torch.no_grad():
             assert b.model.visual(x).isfinite().all()
 
