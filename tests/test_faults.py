@@ -99,7 +99,7 @@ def resume(path):
 # stage 1, the memory step (features under the new encoder), calibration, stage 2, evaluation, writes
 POINTS = [("fit:task 2 stage 1", 2), ("encode:task 2 features", 1), ("encode:old-encoder features", 1),
           ("fit:task 3 stage 2", 1), ("predict:task 2 eval", 1), ("write:task_01.safetensors", 1),
-          ("write:metrics.jsonl", 3)]
+          ("write:metrics.jsonl", 3), ("finish", 1)]
 
 
 @pytest.mark.parametrize("name, nth", POINTS)

@@ -8,8 +8,9 @@ what a crashed machine or an out-of-memory killer leaves behind. Tests may insta
 function called with every point's name (it may raise to stop the run in-process).
 
 Names: `fit:<stage description>` at each optimisation step (e.g. `fit:task 2 stage 1`),
-`encode:<description>` at each encoded batch, `eval:task N` before a task's evaluation, and
-`write:<file name>` after a run-directory file is written but before it replaces the old one.
+`encode:<description>` at each encoded batch, `eval:task N` before a task's evaluation, `predict:<...>` at
+each evaluated batch, `write:<file name>` after a run-directory file is written but before it replaces the
+old one, and `finish` between the plot and the summary of a finished run.
 """
 from __future__ import annotations
 

@@ -233,4 +233,5 @@ def finish(rundir: RunDir, cfg: RunConfig, bench: Benchmark, R: np.ndarray, wall
                "seed": cfg.seed, "tasks": len(bench.tasks), **summ, "acc_matrix": metrics.nan_to_none(R),
                "counts": counts, "wall_time_s": wall, "versions": versions()}
     plot_run(summary, rundir.path / PLOT)
+    faults.point("finish")
     rundir.write_summary(summary)
