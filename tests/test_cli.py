@@ -108,6 +108,39 @@ def test_section_checks_run_on_overrides(capsys, tmp_path, monkeypatch, item, ne
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "--set", "vision.epochs=-1"], "bad value for vision.epochs: -1; must be >= 1"),
+    (["run", "--set", "vision.epochs=0"], "to skip this stage on purpose: vision.enabled=false"),
+    (["run", "--set", "rapf.epochs=0"], "bad value for rapf.epochs: 0; must be >= 1"),
+    (["run", "--set", "prompt.batch_size=0"], "bad value for prompt.batch_size: 0; must be >= 1"),
+    (["run", "--set", "benchmark.order_file=ORDER"], "'two' is not an integer"),
+    (["run", "--out", "FILE"], "is a file, not a folder"),
+    (["run", "--out", "FILE/run"], "cannot create the run directory"),
+    (["run", "--threads", "0"], "bad value for --threads: 0; must be >= 1"),
+    (["compare", "RUN", "--plot", "FILE/c.png"], "cannot write the plot"),
+    (["bench-speed", "--backbone", "tiny", "--batch", "0"], "bad value for --batch: 0; must be >= 1"),
+    (["bench-ot", "--repeats", "0"], "bad value for --repeats: 0; must be >= 1"),
+])
+def test_values_that_make_no_sense_end_in_one_line(capsys, tmp_path, argv, needle):
+    """Each ends in one line and exit 2 before any training, and leaves nothing behind."""
+    (tmp_path / "FILE").write_text("a file")
+    (tmp_path / "ORDER").write_text("[3, 1, two, 0]")
+    if "RUN" in argv:
+        from dmc.engine.loop import run
+        from dmc.training.runtime import make_runtime
+        from tests.helpers import tiny_cfg
+
+        run(tiny_cfg("zeroshot", benchmark__max_tasks=1), out=tmp_path / "RUN", rt=make_runtime("cpu", "fp32", progress=False))
+    argv = [str(tmp_path / a) if a.split("/")[0] in ("FILE", "ORDER", "RUN") else a for a in argv]
+    argv = [f"benchmark.order_file={tmp_path / 'ORDER'}" if a.endswith("=ORDER") else a for a in argv]
+    if argv[0] == "run":
+        argv += ["--benchmark", "synthetic", "--smoke", "--quiet"] + ([] if "--out" in argv else ["--out", str(tmp_path / "r")])
+    code, _, err = run_cli(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.startswith("dmc: error:")]
+    assert code == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / "r" / "config.yaml").exists()
+
+
 def test_set_values_are_typed():
     from dmc import config
 

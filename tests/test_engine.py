@@ -69,3 +69,53 @@ def test_glyph_run_config_records_fonts(tmp_path):
     assert {f["domain"] for f in fonts} == {"clean", "renditions"}
     assert all(len(f["sha256"]) == 64 for f in fonts)
     assert config.load(out / "config.yaml").benchmark.name == "glyphs"  # provenance is ignored on load
+
+
+def _method_and_tasks(cls):
+    from dmc.data.benchmark import make_benchmark
+    from dmc.engine.loop import load_datasets, make_task
+    from dmc.models.clip import build_backbone
+
+    cfg = tiny_cfg("zeroshot")
+    bench = make_benchmark(cfg, cfg.seed)
+    backbone = build_backbone("tiny")
+    data = load_datasets(cfg, bench, backbone)
+    return cls(cfg, backbone, bench, QUIET), data, [make_task(t, bench, data, cfg.seed) for t in range(2)]
+
+
+def _scramble(visual):
+    import torch
+
+    with torch.no_grad():
+        for p in visual.parameters():
+            p.mul_(-1.5)
+
+
+def test_a_method_that_trains_the_tower_is_never_evaluated_on_cached_features():
+    """Caching the test features is opt-in: a method that changes the tower without saying anything is
+    evaluated on features of its current tower."""
+    from dmc.engine.loop import evaluate_task
+    from dmc.methods.base import Method
+    from dmc.training.evaluate import predict
+
+    method, data, tasks = _method_and_tasks(type("Forgetful", (Method,), {"name": "forgetful"}))
+    evaluate_task(method, tasks[0], data, 64)
+    _scramble(method.model.visual)
+    preds, labels = evaluate_task(method, tasks[1], data, 64)
+    protos = method.class_features(tasks[1].seen).float()
+    test = data["test"]
+    fresh = predict(method.image_features, protos, tasks[1].seen, test, QUIET, 64)
+    assert (preds == fresh[np.isin(test.labels, tasks[1].seen)]).all()
+    assert "visual" in method.learned  # and its tower is checkpointed
+
+
+def test_a_method_that_claims_a_frozen_tower_and_changes_it_stops():
+    from dmc.engine.loop import evaluate_task
+    from dmc.methods.base import Method
+
+    method, data, tasks = _method_and_tasks(type("Liar", (Method,), {"name": "liar", "frozen_image_encoder": True}))
+    evaluate_task(method, tasks[0], data, 64)
+    evaluate_task(method, tasks[1], data, 64)  # unchanged: the cache is used
+    _scramble(method.model.visual)
+    with pytest.raises(RuntimeError, match="sets frozen_image_encoder = True but its image tower changed"):
+        evaluate_task(method, tasks[1], data, 64)

@@ -190,3 +190,50 @@ def test_to_device_keeps_values():
     bank.to("cpu")
     assert all(torch.equal(before[k], v) for k, v in bank.state_dict().items())
     assert bank.dim == 3 and len(bank) == 1 and 1 in bank
+
+
+def _rank_deficient(n: int = 30, d: int = 128) -> torch.Tensor:
+    """n samples of a D-dim Gaussian with a spread spectrum (variances 1 down to 1e-4): S has rank n - 1."""
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    return (torch.randn(n, d, generator=g, dtype=torch.float64) * torch.logspace(0, -2, d, dtype=torch.float64)) @ q.T + 2
+
+
+def _condition(cov: torch.Tensor) -> float:
+    eig = torch.linalg.eigvalsh(cov.double())
+    return float(eig.max() / eig.min())
+
+
+def test_a_class_with_fewer_samples_than_dims_is_well_conditioned_for_every_method():
+    """Every method on every benchmark preset: its resolved memory settings keep a class of 30 samples in
+    D = 128 well conditioned (the ridge alone leaves ~1e5)."""
+    from dmc import config
+    from dmc.methods import METHODS
+
+    settings = {}  # distinct memory settings -> the pairs that resolve to them
+    for benchmark in ["cifar100", "imagenet-r", "cub200", "ucf101", "imagefolder", "glyphs", "synthetic"]:
+        for method in METHODS.names():
+            memory = config.resolve(benchmark, method).memory
+            settings.setdefault(repr(memory), (memory, []))[1].append(f"{benchmark} x {method}")
+    feats = _rank_deficient()
+    for memory, pairs in settings.values():
+        _, cov = fit_gaussian(feats, memory)
+        bank = GaussianBank(memory)
+        bank.add(0, feats.float())
+        assert _condition(cov) < 1e3 and _condition(bank.covs()[0]) < 1e3, pairs
+        assert bank.sample([0], 4, torch.Generator())[0].isfinite().all()
+    _, ridged = fit_gaussian(feats, MemoryConfig(shrink_few=False))  # the ridge alone
+    assert _condition(ridged) > 1e4
+
+
+def test_oas_keeps_the_total_variance_and_leaves_full_rank_classes_alone():
+    from dmc.memory.gaussian import oas_shrink
+
+    feats = _rank_deficient()
+    s = torch.cov(feats.T)
+    shrunk = oas_shrink(s, len(feats))
+    torch.testing.assert_close(shrunk.trace(), s.trace())
+    assert _condition(shrunk) < 1e3 and torch.allclose(shrunk, shrunk.T)
+    many = _rank_deficient(n=400, d=16)
+    _, cov = fit_gaussian(many, MemoryConfig(ridge=1e-3, relative_ridge=False))  # N > D: S + ridge only
+    torch.testing.assert_close(cov, torch.cov(many.T) + 1e-3 * torch.eye(16, dtype=torch.float64))

@@ -33,6 +33,58 @@ def test_paper_presets_follow_the_protocols():
         assert "extends: vit-b16" in text and "backbone" not in text  # the shared recipe is stated once
 
 
+# The recipe every method gets on a benchmark: backbone, vision lr / epochs, prompt lr / epochs, RAPF lr / epochs.
+RECIPES = {
+    "glyphs": ("toy", 3e-5, 5, 2e-3, 5, 1e-3, 15),
+    "synthetic": ("tiny", 3e-5, 5, 2e-3, 5, 1e-3, 15),
+    "cifar100": ("ViT-B-16", 1e-5, 3, 2e-3, 5, 1e-3, 15),
+    "imagenet-r": ("ViT-B-16", 1e-5, 5, 2e-3, 5, 1e-3, 15),
+    "cub200": ("ViT-B-16", 1e-5, 10, 2e-3, 5, 1e-3, 15),
+    "ucf101": ("ViT-B-16", 1e-5, 5, 2e-3, 5, 1e-3, 15),
+    "imagefolder": ("ViT-B-16", 1e-5, 5, 2e-3, 5, 1e-3, 15),
+}
+KEYS = ("model.backbone", "vision.lr", "vision.epochs", "prompt.lr", "prompt.epochs", "rapf.lr", "rapf.epochs")
+# ... and the only pairs that differ from their benchmark's recipe, with their values
+EXCEPTIONS = {
+    ("glyphs", "joint"): {"vision.lr": 5e-4},  # the glyph world's joint recipe, not ViT-B/16's
+    ("imagenet-r", "rapf"): {"rapf.hinge_threshold": 0.6, "rapf.fusion_bias": 0.7},  # RAPF's released values
+}
+
+
+def _get(cfg, key):
+    section, field = key.split(".")
+    return getattr(getattr(cfg, section), field)
+
+
+@pytest.mark.parametrize("benchmark", list(RECIPES))
+def test_every_method_gets_its_benchmarks_recipe(benchmark):
+    """The resolved learning rates and epochs of every method x benchmark pair: a generic method preset
+    never overrides a benchmark's recipe (joint's glyph-world lr 5e-4 once reached ViT-B/16 runs)."""
+    rows = []
+    for method in METHODS.names():
+        cfg = config.resolve(benchmark, method)
+        want = {**dict(zip(KEYS, RECIPES[benchmark])), **EXCEPTIONS.get((benchmark, method), {})}
+        got = {key: _get(cfg, key) for key in want}
+        rows.append(f"{benchmark:11} {method:9} " + " ".join(f"{k}={v}" for k, v in got.items()))
+        assert got == want, f"{benchmark} x {method}"
+        if (benchmark, method) != ("imagenet-r", "rapf"):
+            assert (cfg.rapf.hinge_threshold, cfg.rapf.fusion_bias) == (0.55, 0.6)
+    print("\n".join(rows))
+
+
+def test_method_presets_hold_no_benchmark_setting():
+    """A method preset says what the method is; any key a benchmark preset (or its base) states belongs
+    to the benchmark, per method in its `per_method` block."""
+    from dmc.config.resolve import _preset, flatten
+
+    for method in METHODS.names():
+        own = set(flatten(_preset("methods", method)))
+        for benchmark in RECIPES:
+            tree = _preset("benchmarks", benchmark)
+            tree.pop("per_method", None)
+            assert not own & set(flatten(tree)), f"{method} preset sets {own & set(flatten(tree))} of {benchmark}"
+
+
 def test_a_preset_overrides_its_base_field_by_field():
     from dmc.config.resolve import _merge
 

@@ -136,9 +136,24 @@ def test_ucf_name_cleaning(folder, name):
     assert ucf_display_name(folder) == name
 
 
+def ucf_tree(root: Path, n_classes: int = 100) -> Path:
+    """A UCF-101 frame tree: three named classes, the rest `Class000`... (one frame per split each)."""
+    classes = {"ApplyEyeMakeup": (3, 2), "Apply_Lipstick": (2, 1), "YoYo": (1, 1)}
+    classes.update({f"Class{i:03d}": (1, 1) for i in range(n_classes - 3)})
+    return _folder_tree(root, classes)
+
+
 def test_ucf101_loads_frame_folders(tmp_path):
-    _folder_tree(tmp_path, {"ApplyEyeMakeup": (3, 2), "Apply_Lipstick": (2, 1), "YoYo": (1, 1)})
+    ucf_tree(tmp_path)
     src, data = SOURCES.get("ucf101"), DataConfig(root=str(tmp_path))
-    assert src.class_names(data) == ["Apply Eye Makeup", "Apply Lipstick", "Yo Yo"]
-    assert len(src.load(data, "train")) == 6 and src.load(data, "test").targets.tolist() == [0, 0, 1, 2]
+    names = src.class_names(data)
+    assert len(names) == 100 and names[:3] == ["Apply Eye Makeup", "Apply Lipstick", "Class000"]
+    assert names[-1] == "Yo Yo"
+    assert len(src.load(data, "train")) == 103 and src.load(data, "test").targets.tolist()[:4] == [0, 0, 1, 2]
     assert src.template.format("Apply Eye Makeup") == "a photo of a person Apply Eye Makeup."
+
+
+def test_ucf101_is_the_100_class_protocol(tmp_path):
+    ucf_tree(tmp_path, n_classes=101)
+    with pytest.raises(DataError, match="uses 100 classes, .* has 101 class folders.*--benchmark imagefolder"):
+        SOURCES.get("ucf101").class_names(DataConfig(root=str(tmp_path)))

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [  # bottom to top
-    ("base", ("__init__", "errors", "registry", "files")),
+    ("base", ("__init__", "errors", "registry", "files", "faults")),
     ("config", ("config",)),
     ("numerics, data, models, run directories",
      ("metrics", "schedule", "analytic", "memory", "calibration", "data", "models", "rundir", "report")),

@@ -68,11 +68,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dmc import config
     from dmc.engine.loop import run
 
-    if args.threads:
+    if args.threads is not None:
         import torch
 
+        _at_least_one(threads=args.threads)
         torch.set_num_threads(args.threads)
     if args.resume is not None:
+        _resume_alone(args)
         path = run(None, resume=args.resume, rt=_rt_quiet(args))
     else:
         overrides = {}
@@ -90,6 +92,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_alone(args: argparse.Namespace) -> None:
+    """--resume continues a run with the config it started with: flags that would change it are refused
+    rather than silently dropped (--quiet and --threads change nothing the run records)."""
+    given = [flag for flag, value in (("--benchmark", args.benchmark), ("--method", args.method),
+                                      ("--backbone", args.backbone), ("--seed", args.seed), ("--out", args.out))
+             if value is not None]
+    given += ["--set"] * bool(args.sets) + ["--smoke"] * args.smoke
+    if given:
+        raise UserError(f"--resume continues {args.resume} with its saved config, so {', '.join(given)} cannot "
+                        "be used with it; to change settings, start a new run with another --out")
+
+
 def _rt_quiet(args: argparse.Namespace, cfg=None):
     if not args.quiet:
         return None
@@ -97,8 +111,9 @@ def _rt_quiet(args: argparse.Namespace, cfg=None):
 
     if cfg is None:
         from dmc import config
+        from dmc.rundir import RunDir
 
-        cfg = config.load(args.resume / "config.yaml")
+        cfg = config.load(RunDir.config_of(args.resume))
     return make_runtime(cfg.model.device, cfg.model.precision, progress=False, num_workers=cfg.data.num_workers)
 
 
@@ -135,7 +150,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from dmc.report import aggregate_table, compare_table, plot_compare
 
     print(aggregate_table(args.runs) if args.by_setting else compare_table(args.runs))
-    plot_compare(args.runs, args.plot)
+    folder = next((f for f in args.plot.parents if f.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise UserError(f"cannot write the plot {args.plot}: {folder} is a file, not a folder")
+    try:
+        plot_compare(args.runs, args.plot)
+    except OSError as exc:
+        raise UserError(f"cannot write the plot {args.plot}: {exc.strerror or exc}") from None
     print(f"\nA_t curves: {args.plot}")
     return 0
 
@@ -163,9 +184,17 @@ def cmd_pretrain_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(**flags: int) -> None:
+    """Counts given on the command line are >= 1 (one line, exit 2, like a config value)."""
+    for name, value in flags.items():
+        if value < 1:
+            raise UserError(f"bad value for --{name}: {value}; must be >= 1")
+
+
 def cmd_bench_ot(args: argparse.Namespace) -> int:
     from dmc.calibration import bench_ot
 
+    _at_least_one(dim=args.dim, repeats=args.repeats)
     print(json.dumps(bench_ot(dim=args.dim, device=args.device, repeats=args.repeats), indent=1))
     return 0
 
@@ -184,6 +213,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
 
     ModelConfig(device=args.device, precision=args.precision)  # the flags are checked as a run's config is
     VisionConfig(trainable=args.trainable)
+    _at_least_one(batch=args.batch, classes=args.classes, repeats=args.repeats)
     rt = make_runtime(args.device, args.precision, progress=False)
     print(json.dumps(bench_speed(rt, args.backbone, args.batch, args.classes, args.repeats, args.trainable), indent=1))
     return 0

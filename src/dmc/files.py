@@ -2,7 +2,7 @@
 
 Every file the project writes (run directories, caches, plots) goes through `atomic_path`: the content is
 written beside the target under a temporary name and renamed over it in one step, so a killed run leaves
-either the old file or the new one, never a torn one (a resumed run trusts what it finds).
+either the old file or the new one, never a torn one (a resumed run still checks what it finds).
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp
+        with open(tmp, "rb") as f:  # on disk before the rename: a power cut leaves no empty file either
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

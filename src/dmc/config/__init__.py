@@ -8,12 +8,15 @@ from dmc.config.data import BenchmarkConfig, DataConfig, WorldConfig
 from dmc.config.methods import (SOLVERS, CalibrationConfig, DmcConfig, MemoryConfig, ProofConfig, RanpacConfig,
                                 RapfConfig, ReplayConfig)
 from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
-from dmc.config.resolve import SMOKE, apply_dict, load, parse_set, resolve, save, set_key, to_dict, validate
+from dmc.config.resolve import (
+    SMOKE, apply_dict, load, parse_set, resolve, save, saved_tree, set_key, to_dict, validate,
+)
 from dmc.config.run import CheckpointConfig, DiagnosticsConfig, EvalConfig, RunConfig
 
 __all__ = [
     "SMOKE", "SOLVERS", "BadValue", "BenchmarkConfig", "CalibrationConfig", "CheckpointConfig", "DataConfig",
     "DiagnosticsConfig", "DmcConfig", "EvalConfig", "MemoryConfig", "ModelConfig", "PromptConfig",
     "ProofConfig", "RanpacConfig", "RapfConfig", "ReplayConfig", "RunConfig", "Section", "VisionConfig",
-    "WorldConfig", "apply_dict", "load", "parse_set", "resolve", "save", "set_key", "to_dict", "validate",
+    "WorldConfig", "apply_dict", "load", "parse_set", "resolve", "save", "saved_tree", "set_key", "to_dict",
+    "validate",
 ]

@@ -66,6 +66,14 @@ def positive(section: object, *names: str) -> None:
             raise BadValue(name, value, "must be > 0")
 
 
+def stage_epochs(section: object, off: str) -> None:
+    """`epochs` of a training stage is >= 1: zero epochs would skip the stage while the run keeps the
+    method's name; `off` says how the stage is switched off on purpose."""
+    value = getattr(section, "epochs")
+    if value < 1:
+        raise BadValue("epochs", value, f"must be >= 1 (to skip this stage on purpose: {off})")
+
+
 def within(section: object, name: str, low: float, high: float) -> None:
     """The field lies in [low, high]."""
     value = getattr(section, name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dmc.config.checks import BadValue, Section, at_least, one_of, positive
+from dmc.config.checks import BadValue, Section, at_least, one_of, positive, stage_epochs
 
 SOLVERS = ("sinkhorn", "sinkhorn_log")  # POT's entropic OT methods that calibration may use
 SCALING_MIN_REG = 0.02  # below it, exp(-cost/reg) (cost <= 1) may underflow: use "sinkhorn_log"
@@ -22,12 +22,17 @@ class ReplayConfig(Section):
 @dataclass
 class MemoryConfig(Section):
     """How class statistics are estimated (S = unbiased empirical covariance, then shrink, then ridge), and
-    how many training images a method that replays images (``uses_exemplars``) keeps."""
+    how many training images a method that replays images (``uses_exemplars``) keeps.
+
+    A class with fewer samples than feature dimensions (CUB: ~30 images, D = 512) has a rank-deficient S;
+    the ridge alone keeps it positive definite but leaves a condition number near 1e5. `shrink_few` (on by
+    default, for every method) shrinks exactly those classes (memory/gaussian.py: `oas_shrink`)."""
 
     covariance: str = "full"  # [reconstruction] full: (D, D) Sigma | diag: (D,) variances, 1/D of the memory
     ridge: float = 1e-4  # [reconstruction] eps of the ridge eps*tau*I; keeps classes with N < D positive definite
     relative_ridge: bool = True  # [reconstruction] tau = mean variance tr/D (scale-free); false: tau = 1 (RAPF)
     shrink: bool = False  # [reconstruction] RAPF's shrinkage toward mean diagonal / off-diagonal values
+    shrink_few: bool = True  # [reconstruction] classes with N <= D samples: OAS shrinkage toward tr/D*I (full covariance; unless `shrink`)
     shrink_diag: float = 1.0  # [reconstruction] alpha0, weight of mean(diag S)*I (RAPF's code: 1)
     shrink_offdiag: float = 1.0  # [reconstruction] alpha1, weight of mean(offdiag S)*(1 - I) (RAPF: 1; <= alpha0)
     normalize: bool = False  # [reconstruction] L2-normalise features before fitting (METHOD.md: unnormalised)
@@ -91,20 +96,20 @@ class RapfConfig(Section):
     epochs: int = 15  # passes over the task's cached features [reconstruction] (RAPF's released configs: 15)
     batch_size: int = 100  # real features per step [reconstruction] (RAPF's released CIFAR-100 config: 100)
     hinge: bool = True  # [paper] adaptive representation adjustment: hinge on neighbouring old/new class pairs
-    hinge_threshold: float = 0.55  # neighbours if ||t_old - t_new|| < this (unit text embeddings) [reconstruction] (released: CIFAR-100 0.55, ImageNet-R 0.6)
+    hinge_threshold: float = 0.55  # neighbours if ||t_old - t_new|| < this (unit text embeddings) [reconstruction] (released: CIFAR-100 0.55, ImageNet-R 0.6, set by its preset)
     hinge_margin: float = 0.1  # m: required cos(own text) - cos(neighbour's text) [reconstruction] (released code: 0.1)
     hinge_weight: float = 1.0  # weight of L_hinge next to the cross-entropy [reconstruction] (released code: 1)
     hinge_per_pair: int = 8  # pseudo-features of the old class per neighbour pair per step [reconstruction]
     hinge_pairs: str = "all"  # all (every pair under the threshold) | nearest (old class's nearest new one) [reconstruction]
     fusion: bool = True  # [paper] decomposed parameter fusion of old and new adapter weights after each task
-    fusion_bias: float = 0.6  # b in lambda = min(1, Delta/max Delta + b); 1 keeps W_new [reconstruction] (released: CIFAR-100 0.6, ImageNet-R 0.7)
+    fusion_bias: float = 0.6  # b in lambda = min(1, Delta/max Delta + b); 1 keeps W_new [reconstruction] (released: CIFAR-100 0.6, ImageNet-R 0.7, set by its preset)
 
     def check(self) -> None:
         one_of(self, "hinge_pairs", ("all", "nearest"))
         positive(self, "lr")
-        at_least(self, 0, "weight_decay", "epochs", "hinge_threshold", "hinge_weight", "hinge_per_pair",
-                 "fusion_bias")
+        at_least(self, 0, "weight_decay", "hinge_threshold", "hinge_weight", "hinge_per_pair", "fusion_bias")
         at_least(self, 1, "batch_size")
+        stage_epochs(self, "--method zeroshot")
 
 
 @dataclass
@@ -142,7 +147,8 @@ class ProofConfig(Section):
     def check(self) -> None:
         one_of(self, "optimizer", ("sgd", "adamw"))
         positive(self, "lr")
-        at_least(self, 0, "weight_decay", "epochs", "context_per_task")
+        at_least(self, 0, "weight_decay", "context_per_task")
+        stage_epochs(self, "--method zeroshot")
         at_least(self, 1, "batch_size", "heads")
         if not 0.0 <= self.dropout < 1.0:
             raise BadValue("dropout", self.dropout, "must be in [0, 1)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dmc.config.checks import Section, at_least, matches, one_of, positive
+from dmc.config.checks import Section, at_least, matches, one_of, positive, stage_epochs
 
 TRAINABLE = r"none|all|full|last-[1-9][0-9]*"  # the depth limit of last-K needs the backbone (models.clip)
 
@@ -38,8 +38,9 @@ class VisionConfig(Section):
         one_of(self, "loss_scope", ("task", "seen"))
         one_of(self, "anchors", ("prompts", "template"))
         positive(self, "lr")
-        at_least(self, 0, "weight_decay", "epochs")
+        at_least(self, 0, "weight_decay")
         at_least(self, 1, "batch_size")
+        stage_epochs(self, "vision.enabled=false")
 
 
 @dataclass
@@ -58,5 +59,6 @@ class PromptConfig(Section):
     def check(self) -> None:
         one_of(self, "init", ("template", "random"))
         positive(self, "lr")
-        at_least(self, 0, "n_ctx", "task_tokens", "epochs")
+        at_least(self, 0, "n_ctx", "task_tokens")
         at_least(self, 1, "batch_size", "views")
+        stage_epochs(self, "prompt.enabled=false")

@@ -1,8 +1,14 @@
 """Resolving a run's config: YAML presets, typed `--set key.path=value` overrides, checks, files.
 
-Resolution order (later wins): dataclass defaults -> benchmark preset -> method preset -> the benchmark
+Resolution order (later wins): dataclass defaults -> method preset -> benchmark preset -> the benchmark
 preset's `per_method.<method>` block -> CLI flags -> `--set` overrides. Every section's checks then run on
-the final values. The resolved config is saved in every run directory, so a run can be repeated from its
+the final values.
+
+Why the benchmark preset comes after the method preset: a method preset says what the method *is*
+(calibration off for DMC, RAPF's shrinkage) and holds no learning rate or epoch count; the benchmark preset
+states the recipe for its backbone and data, and a method's recipe on one benchmark goes in that
+benchmark's `per_method` block. So a generic method preset can never override the recipe of a real
+benchmark (tests/test_presets.py pins the resolved rates and epochs of every pair). The resolved config is saved in every run directory, so a run can be repeated from its
 `config.yaml` alone.
 """
 from __future__ import annotations
@@ -159,8 +165,8 @@ def resolve(
         cfg.method = method
     bench_preset = _preset("benchmarks", cfg.benchmark.name)
     per_method = bench_preset.pop("per_method", {}) or {}
-    apply_dict(cfg, bench_preset)
     apply_dict(cfg, _preset("methods", cfg.method))
+    apply_dict(cfg, bench_preset)
     apply_dict(cfg, per_method.get(cfg.method, {}))
     if smoke:
         for key, value in SMOKE.items():
@@ -199,13 +205,22 @@ def save(cfg: RunConfig, path: Path, provenance: dict[str, Any] | None = None) -
     write_text(path, yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
 
 
-def load(path: Path) -> RunConfig:
-    """Read a saved `config.yaml` back (unknown keys are errors, so a stale file says so)."""
+def saved_tree(path: Path) -> dict[str, Any]:
+    """The values a saved `config.yaml` holds (its provenance left out): what a run directory's digest is
+    taken of, so that a field added to the config later does not make older runs look edited."""
     try:
         tree = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"cannot read config {path}: {exc}") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"cannot read config {path}: not a mapping of sections")
     tree.pop("provenance", None)
+    return tree
+
+
+def load(path: Path) -> RunConfig:
+    """Read a saved `config.yaml` back (unknown keys are errors, so a stale file says so)."""
+    tree = saved_tree(path)
     cfg = RunConfig()
     apply_dict(cfg, tree)
     validate(cfg)

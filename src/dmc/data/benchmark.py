@@ -34,9 +34,15 @@ def read_order(path: str, n_classes: int) -> list[int]:
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"cannot read class order file {path}: {exc}") from None
     order = tree.get("class_order") if isinstance(tree, dict) else tree
-    if not isinstance(order, list) or sorted(order) != list(range(n_classes)):
-        raise UserError(f"class order file {path} must list each class id 0..{n_classes - 1} exactly once")
-    return [int(c) for c in order]
+    want = f"class order file {path} must list each class id 0..{n_classes - 1} exactly once"
+    if not isinstance(order, list):
+        raise UserError(f"{want}; it holds no list")
+    odd = [c for c in order if not isinstance(c, int) or isinstance(c, bool)]
+    if odd:
+        raise UserError(f"{want}; {odd[0]!r} is not an integer")
+    if sorted(order) != list(range(n_classes)):
+        raise UserError(want)
+    return list(order)
 
 
 def split_tasks(n_classes: int, base: int, increment: int) -> list[list[int]]:

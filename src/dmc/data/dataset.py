@@ -13,17 +13,28 @@ from dmc.errors import DataError
 
 
 class ImageDataset(Dataset):
-    """(image tensor, remapped label) pairs; images come from file paths or an in-memory uint8 array."""
+    """(image tensor, remapped label) pairs; images come from file paths or an in-memory uint8 array.
 
-    def __init__(self, samples: Samples, labels: np.ndarray, transform: Callable) -> None:
+    A dataset made by `select` / `subset_dataset` remembers the dataset it was cut from (`base`) and its
+    positions there (`index`), so that data loaders with worker processes are built once per base dataset
+    and only handed indices afterwards. A key may be `(i, seed)`: the transform then draws its randomness
+    (crops, flips) from `seed` alone, so an augmented sample does not depend on which process or worker
+    loads it.
+    """
+
+    def __init__(self, samples: Samples, labels: np.ndarray, transform: Callable,
+                 base: ImageDataset | None = None, index: np.ndarray | None = None) -> None:
         self.samples = samples
         self.labels = np.asarray(labels, dtype=np.int64)
         self.transform = transform
+        self.base = base  # the dataset this one was cut from (None: it is a base)
+        self.index = index  # positions in `base`, (N,)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        i, seed = key if isinstance(key, tuple) else (key, None)
         item = self.samples.items[i]
         if isinstance(item, str):
             try:
@@ -31,7 +42,17 @@ class ImageDataset(Dataset):
                     item = im.convert("RGB")
             except OSError as exc:
                 raise DataError(f"unreadable image {item}: {exc}") from None
-        return self.transform(item), int(self.labels[i])
+        if seed is None:
+            return self.transform(item), int(self.labels[i])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(item), int(self.labels[i])
+
+    def root(self) -> tuple[ImageDataset, np.ndarray]:
+        """The base dataset and this dataset's positions in it."""
+        if self.base is None:
+            return self, np.arange(len(self))
+        return self.base, self.index
 
 
 def select(dataset: ImageDataset, classes: list[int] | set[int]) -> ImageDataset:
@@ -41,6 +62,9 @@ def select(dataset: ImageDataset, classes: list[int] | set[int]) -> ImageDataset
 
 
 def subset_dataset(dataset: ImageDataset, idx: np.ndarray) -> ImageDataset:
+    idx = np.asarray(idx, dtype=np.int64)
     items = dataset.samples.items
     items = items[idx] if isinstance(items, np.ndarray) else [items[i] for i in idx]
-    return ImageDataset(Samples(items, dataset.samples.targets[idx]), dataset.labels[idx], dataset.transform)
+    base, index = dataset.root()
+    return ImageDataset(Samples(items, dataset.samples.targets[idx]), dataset.labels[idx], dataset.transform,
+                        base=base, index=index[idx])

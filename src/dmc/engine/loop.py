@@ -11,15 +11,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dmc import config, metrics
+from dmc import config, faults, metrics
 from dmc.config import RunConfig
 from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, write_plan
 from dmc.data.dataset import ImageDataset, select, subset_dataset
 from dmc.methods import METHODS, Method
 from dmc.models.clip import Backbone, build_backbone
 from dmc.report import plot_run
-from dmc.rundir import CONFIG, PLAN, PLOT, RunDir, default_out
-from dmc.training.evaluate import accuracies, predict, predict_features, task_counts
+from dmc.errors import UserError
+from dmc.rundir import CONFIG, PLAN, PLOT, SPLIT, RunDir, default_out, digest
+from dmc.training.evaluate import accuracies, predict, predict_features, task_counts, tower_version
 from dmc.training.runtime import Runtime, derive_seed, make_runtime, seed_everything
 from dmc.training.task import Task
 
@@ -61,26 +62,48 @@ def versions() -> dict[str, str]:
 
 
 def prepare(cfg: RunConfig | None, out: Path | None, resume: Path | None, rt: Runtime | None = None):
-    """Resolve run dir, benchmark, backbone, data and method (no training)."""
+    """Resolve run dir, benchmark, backbone, data and method (no training). The run directory is taken
+    (and, for a new run, its config, plan and digests written) before any backbone or image is loaded."""
     if resume is not None:
-        rundir = RunDir.open_for_resume(resume)
-        cfg = config.load(rundir.path / CONFIG)
+        cfg = config.load(RunDir.config_of(resume))
     method_cls = METHODS.get(cfg.method)
     rt = rt or make_runtime(cfg.model.device, cfg.model.precision, num_workers=cfg.data.num_workers)
     bench = make_benchmark(cfg, cfg.seed, single_task=method_cls.single_task)
-    if resume is None:
-        rundir = RunDir.create(out or default_out(cfg.benchmark.name, cfg.method)) if rt.is_main else None
-    seed_everything(derive_seed(cfg.seed, "backbone"))
-    backbone = build_backbone(cfg.model.backbone, cfg.model.pretrained)
-    fresh = rundir is not None and resume is None and rt.is_main
-    data = load_datasets(cfg, bench, backbone, rundir.path / "split.txt" if fresh else None)
-    if rundir is not None and resume is None:
-        describe = getattr(bench.source, "provenance", None)
-        config.save(cfg, rundir.path / CONFIG, describe(cfg.data) if describe else None)
-        write_plan(bench, rundir.path / PLAN)
-    seed_everything(derive_seed(cfg.seed, "method"))
-    method = method_cls(cfg, backbone, bench, rt)
+    rundir = open_rundir(cfg, bench, out, resume, rt)
+    try:
+        seed_everything(derive_seed(cfg.seed, "backbone"))
+        backbone = build_backbone(cfg.model.backbone, cfg.model.pretrained)
+        fresh = rundir is not None and resume is None
+        data = load_datasets(cfg, bench, backbone, rundir.path / SPLIT if fresh else None)
+        seed_everything(derive_seed(cfg.seed, "method"))
+        method = method_cls(cfg, backbone, bench, rt)
+    except BaseException:
+        if rundir is not None:
+            rundir.close()
+        raise
     return cfg, rt, bench, data, method, rundir
+
+
+def open_rundir(cfg: RunConfig, bench: Benchmark, out: Path | None, resume: Path | None,
+                rt: Runtime) -> RunDir | None:
+    """The run directory, locked by rank 0: checked against its digests on resume; for a new run,
+    created with its config, plan and digests (None on ranks > 0 of a new run)."""
+    if resume is not None:
+        rundir = RunDir.open_for_resume(resume, lock=rt.is_main)
+        try:
+            rundir.verify(digest(config.saved_tree(rundir.path / CONFIG)), digest(bench.plan()))
+        except BaseException:
+            rundir.close()
+            raise
+        return rundir
+    if not rt.is_main:
+        return None
+    rundir = RunDir.create(out or default_out(cfg.benchmark.name, cfg.method))
+    describe = getattr(bench.source, "provenance", None)
+    config.save(cfg, rundir.path / CONFIG, describe(cfg.data) if describe else None)
+    write_plan(bench, rundir.path / PLAN)
+    rundir.seal(digest(config.saved_tree(rundir.path / CONFIG)), digest(bench.plan()))
+    return rundir
 
 
 def make_task(t: int, bench: Benchmark, data: dict[str, ImageDataset], seed: int,
@@ -103,18 +126,24 @@ def run(cfg: RunConfig | None, out: Path | None = None, resume: Path | None = No
     """Run (or continue) a class-incremental experiment; returns the run directory (None on ranks > 0)."""
     start_time = time.time()
     cfg, rt, bench, data, method, rundir = prepare(cfg, out, resume, rt)
+    try:
+        run_tasks(cfg, rt, bench, data, method, rundir, resume is not None, start_time)
+    finally:
+        rt.close()  # data-loader workers end with the run
+        if rundir is not None:
+            rundir.close()
+    return rundir.path if rt.is_main else None
+
+
+def run_tasks(cfg: RunConfig, rt: Runtime, bench: Benchmark, data: dict, method: Method, rundir: RunDir | None,
+              resume: bool, start_time: float) -> None:
     T = len(bench.tasks)
     R = np.full((T, T), np.nan)
-    start = rundir.done_tasks() if resume is not None else 0
-    records = rundir.records()[:start] if resume is not None else []
+    start, state, records = resume_point(rundir, rt) if resume else (0, None, [])
     writer = rundir if rt.is_main else None  # every rank may read the run directory; rank 0 writes it
-    if writer is not None and resume is not None:
-        writer.truncate_records(start)
     for rec in records:
         R[rec["task"], : rec["task"] + 1] = rec["acc_row"]
     elapsed_before = sum(rec.get("time_s", {}).get("total", 0.0) for rec in records)
-    if start:
-        log.info("resuming %s after task %d of %d", rundir.path, start, T)
     bar = tqdm(range(T), desc=f"{cfg.method} on {bench.name}", disable=not (rt.progress and rt.is_main))
     for t in bar:
         seed_everything(derive_seed(cfg.seed, "task", t))
@@ -122,16 +151,42 @@ def run(cfg: RunConfig | None, out: Path | None = None, resume: Path | None = No
         method.begin_task(task)
         if t < start:
             if t == start - 1:
-                method.learned.load_state_dict(rundir.load_checkpoint(t))
+                method.learned.load_state_dict(state)
             continue
-        record = run_task(method, task, bench, data, R)
+        try:
+            record = run_task(method, task, bench, data, R)
+        except UserError as exc:
+            raise UserError(f"{exc}{_advice(writer, t)}") from None
         if writer is not None:
             writer.append_record(record)
             writer.save_checkpoint(t, method.learned.state_dict(), keep=cfg.checkpoint.keep)
         bar.set_postfix(A=f"{record['A_t']:.1f}")
     if writer is not None:
         finish(writer, cfg, bench, R, time.time() - start_time + elapsed_before)
-    return rundir.path if writer is not None else None
+
+
+def resume_point(rundir: RunDir, rt: Runtime) -> tuple[int, dict | None, list[dict]]:
+    """Tasks already done, the checkpoint to continue from, and their metrics lines; rank 0 then drops
+    whatever came after (a line or checkpoint that cannot be read is reported in one line)."""
+    start, state, notes = rundir.resume_point()
+    records = rundir.records()[:start]
+    if notes:
+        log.warning("%s: %s; continuing after task %d, the last good one", rundir.path, "; ".join(notes), start)
+    rt.barrier()  # every rank has read the run directory before rank 0 trims it
+    if rt.is_main:
+        rundir.keep_tasks(start)
+    log.info("resuming %s after %d finished tasks", rundir.path, start)
+    return start, state, records
+
+
+def _advice(writer: RunDir | None, t: int) -> str:
+    """What an error during task t means for the run directory (so that its advice can be followed)."""
+    if writer is None:
+        return ""
+    if t == 0:
+        return f" ({writer.path} finished no task: the same --out can be used again)"
+    return (f" (tasks 1-{t} are kept in {writer.path}: --resume continues with the same settings; "
+            "other settings need another --out)")
 
 
 def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, ImageDataset], R: np.ndarray) -> dict:
@@ -139,6 +194,7 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
     t0 = time.time()
     info = method.train_task(task) or {}
     t1 = time.time()
+    faults.point(f"eval:task {t + 1}")
     preds, labels = evaluate_task(method, task, data, method.cfg.eval.batch_size)
     counts_t = method.rt.all_reduce_sum(task_counts(preds, labels, bench.tasks[: t + 1]))
     accs, counts = accuracies(counts_t)
@@ -168,6 +224,10 @@ def evaluate_task(method: Method, task: Task, data: dict, batch_size: int) -> tu
         return preds, test.labels[mine]
     if "test_features" not in data:
         data["test_features"] = method.encode(test, "test features (encoded once)")[0]
+        data["test_tower"] = tower_version(method.model.visual)
+    elif tower_version(method.model.visual) != data["test_tower"]:
+        raise RuntimeError(f"method {method.name!r} sets frozen_image_encoder = True but its image tower changed "
+                           "after the test features were cached; it must not set the flag")
     feats = data["test_features"][torch.as_tensor(mine, device=data["test_features"].device)]
     return predict_features(method.scores, protos, feats, task.seen), test.labels[mine]
 
@@ -181,4 +241,5 @@ def finish(rundir: RunDir, cfg: RunConfig, bench: Benchmark, R: np.ndarray, wall
                "counts": counts, "stored_images": last.get("stored_images", 0), "wall_time_s": wall,
                "versions": versions()}
     plot_run(summary, rundir.path / PLOT)
+    faults.point("finish")
     rundir.write_summary(summary)

@@ -21,16 +21,21 @@ from dmc.memory.exemplars import ExemplarMemory, herding, random_exemplars
 from dmc.models.clip import Backbone, template_text_features
 from dmc.registry import Registry
 from dmc.training.features import encode_dataset
+from dmc.training.losses import cosine_logits
 from dmc.training.runtime import Runtime
 from dmc.training.task import Task
 
 
 class Method:
-    """Base: frozen CLIP with template prompts (which is exactly the `zeroshot` baseline)."""
+    """Base: CLIP with template prompts (with `frozen_image_encoder`, exactly the `zeroshot` baseline)."""
 
     name = "base"
     single_task = False  # True: the loop merges every class into one task (the `joint` upper bound)
-    frozen_image_encoder = True  # False: training adapts the image tower; True: the loop encodes the test set once
+    # True (opt-in, for methods that never train the image tower): the loop encodes the test set once and
+    # reuses the features; it checks that the tower did not change. False (the default): the tower is
+    # checkpointed and the test set is encoded at every evaluation, so a method that forgets the flag is
+    # slower, never wrong.
+    frozen_image_encoder = False
     uses_exemplars = False  # True: task t trains on its images + old classes' exemplars (memory.exemplars_per_class)
 
     def __init__(self, cfg: RunConfig, backbone: Backbone, bench: Benchmark, rt: Runtime) -> None:
@@ -112,8 +117,8 @@ class Method:
         return float(self.model.logit_scale.exp().item())
 
     def logits(self, feats: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
-        return self.scale() * F.normalize(feats, dim=-1) @ protos.t()  # (B, C)
+        return cosine_logits(feats, protos, self.scale())  # (B, C), float32 also under bf16 autocast
 
 
 METHODS: Registry[type[Method]] = Registry("method")
-METHODS.register("zeroshot")(type("ZeroShot", (Method,), {"name": "zeroshot"}))
+METHODS.register("zeroshot")(type("ZeroShot", (Method,), {"name": "zeroshot", "frozen_image_encoder": True}))

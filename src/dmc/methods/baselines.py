@@ -38,6 +38,7 @@ class CoOp(Method):
     prompts frozen: the classifier-bias baseline of the paper's abstract."""
 
     name = "coop"
+    frozen_image_encoder = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

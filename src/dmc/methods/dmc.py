@@ -12,7 +12,6 @@ import copy
 import time
 
 import torch
-import torch.nn.functional as F
 
 from dmc.calibration import calibrate_gaussians
 from dmc.memory.gaussian import GaussianBank
@@ -21,6 +20,7 @@ from dmc.methods.diagnostics import drift_errors
 from dmc.methods.stages import train_prompts, train_vision
 from dmc.models.prompts import PromptLearner
 from dmc.training.features import label_lut
+from dmc.training.losses import cross_entropy
 from dmc.training.task import Task
 
 
@@ -49,14 +49,18 @@ class DMC(Method):
             return self.prompts(classes)
 
     def replay_fn(self, task: Task):
+        """Per step, `replay.per_class` pseudo-features of every old class. Every rank draws the whole
+        global replay batch from the same generator (what one process draws) and keeps its share, so the
+        ranks' union is exactly the single-process batch and the real/replayed ratio does not depend on
+        the number of processes."""
         if not (self.cfg.replay.enabled and task.old):
             return None
         old, n = task.old, self.cfg.replay.per_class
         gen = task.generator_on(self.rt.device)
 
         def draw() -> tuple[torch.Tensor, torch.Tensor]:
-            feats, labels = self.bank.sample(old, n, gen)
-            return feats.to(self.rt.device), labels.to(self.rt.device)
+            feats, labels = self.bank.sample(old, n, gen)  # (O*n, D), (O*n,): the global replay batch
+            return self.rt.share(feats).to(self.rt.device), self.rt.share(labels).to(self.rt.device)
 
         return draw
 
@@ -110,7 +114,7 @@ class DMC(Method):
         def extra() -> torch.Tensor:
             feats, labels = replay()
             lut = label_lut(task.seen, feats.device)
-            return F.cross_entropy(self.logits(feats, step["protos"]), lut[labels])
+            return cross_entropy(self.logits(feats, step["protos"]), lut[labels], self.rt)
 
         return train_vision(self.model.visual, anchors, scope, task, self.cfg.vision, self.rt, self.scale(),
                             extra_params=list(self.prompts.parameters()),

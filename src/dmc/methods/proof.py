@@ -46,11 +46,13 @@ from dmc.methods.base import METHODS, Method
 from dmc.models.fusion import ContextFusion, ExpandableProjection
 from dmc.training.features import feature_batches, label_lut
 from dmc.training.fit import fit
+from dmc.training.losses import cross_entropy
 from dmc.training.task import Task
 
 
 def clip_loss(img: Tensor, txt: Tensor, scale: float) -> Tensor:
-    """Symmetric InfoNCE of CLIP: img (B, D) and txt (B, D) normalised, row b of each is a pair."""
+    """Symmetric InfoNCE of CLIP: img (B, D) and txt (B, D) normalised, row b of each is a pair. Under
+    torchrun the pairs contrast within each rank's share of the batch (as PROOF's own multi-GPU code)."""
     logits = scale * img @ txt.t()  # (B, B)
     target = torch.arange(len(img), device=img.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
@@ -90,6 +92,7 @@ class ProofHead(nn.Module):
 class Proof(Method):
     name = "proof"
     uses_exemplars = True
+    frozen_image_encoder = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -124,11 +127,10 @@ class Proof(Method):
             z, y = batch  # (B, D), (B,)
             target = lut[y]
             img, txt, by_text, by_proto = net(z, text, protos)
-            return (F.cross_entropy(by_text, target) + F.cross_entropy(by_proto, target)
+            return (cross_entropy(by_text, target, self.rt) + cross_entropy(by_proto, target, self.rt)
                     + clip_loss(img, txt[target], scale))
 
-        batches = feature_batches(feats, labels, self.rt.local_batch(p.batch_size), task.generator, self.rt.rank,
-                                  self.rt.world_size)
+        batches = feature_batches(feats, labels, p.batch_size, task.generator, self.rt)
         self.net.train()
         try:
             return fit(list(self.net.parameters()), batches, loss_fn, p.epochs, p.lr, self.rt,

@@ -101,6 +101,7 @@ class RidgeReadout(nn.Module):
 @METHODS.register("ranpac")
 class RanPAC(Method):
     name = "ranpac"
+    frozen_image_encoder = True  # frozen, or adapted on the first task only (before the test set is encoded)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -52,6 +52,7 @@ from dmc.memory.gaussian import GaussianBank
 from dmc.methods.base import METHODS, Method
 from dmc.training.features import feature_batches, label_lut
 from dmc.training.fit import fit
+from dmc.training.losses import cosine_logits, cross_entropy
 from dmc.training.task import Task
 
 # --------------------------------------------------------------------------- the two rules, as functions
@@ -71,12 +72,17 @@ def neighbour_pairs(old_text: torch.Tensor, new_text: torch.Tensor, threshold: f
     return close.nonzero()  # (P, 2)
 
 
+def hinge_terms(feats: torch.Tensor, own: torch.Tensor, rival: torch.Tensor, margin: float) -> torch.Tensor:
+    """max(0, margin - cos(f_n, own_n) + cos(f_n, rival_n)) per feature, in float32: each feature must be
+    closer (in cosine) to its own class text than to the rival text by ``margin``. (N, D) each -> (N,)."""
+    f = F.normalize(feats.float(), dim=-1)  # (N, D)
+    gap = (f * F.normalize(own.float(), dim=-1)).sum(-1) - (f * F.normalize(rival.float(), dim=-1)).sum(-1)  # (N,)
+    return F.relu(margin - gap)
+
+
 def hinge_loss(feats: torch.Tensor, own: torch.Tensor, rival: torch.Tensor, margin: float) -> torch.Tensor:
-    """mean_n max(0, margin - cos(f_n, own_n) + cos(f_n, rival_n)): each feature must be closer (in cosine)
-    to its own class text than to the rival text by ``margin``. feats, own, rival: (N, D) -> scalar."""
-    f = F.normalize(feats, dim=-1)  # (N, D)
-    gap = (f * F.normalize(own, dim=-1)).sum(-1) - (f * F.normalize(rival, dim=-1)).sum(-1)  # (N,)
-    return F.relu(margin - gap).mean()
+    """The mean of ``hinge_terms``: (N, D) each -> scalar."""
+    return hinge_terms(feats, own, rival, margin).mean()
 
 
 def fusion_weights(p_old: torch.Tensor, p_new: torch.Tensor, bias: float) -> torch.Tensor:
@@ -103,6 +109,7 @@ def fuse_adapter(w_old: torch.Tensor, w_new: torch.Tensor, bias: float) -> tuple
 @METHODS.register("rapf")
 class RAPF(Method):
     name = "rapf"
+    frozen_image_encoder = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -141,40 +148,42 @@ class RAPF(Method):
                                r.hinge_threshold, nearest=r.hinge_pairs == "nearest")
 
     def _train_adapter(self, task: Task, feats: torch.Tensor, labels: torch.Tensor, pairs: torch.Tensor) -> list[float]:
-        """Cross-entropy over the seen classes on real + replayed features, plus the hinge on neighbour pairs."""
-        r, dev = self.cfg.rapf, self.rt.device
+        """Cross-entropy over the seen classes on real + replayed features, plus the hinge on neighbour pairs.
+
+        Replayed and hinge samples are drawn per step as one global batch from the task's generator on
+        every rank (what one process draws); under torchrun each rank keeps its share of both, and both
+        losses are means over the global batch, so any number of processes gives the single-process step."""
+        r, dev, rt = self.cfg.rapf, self.rt.device, self.rt
         protos = self.template_features(task.seen)  # (C, D)
         lut = label_lut(task.seen, dev)
         scale = self.scale()
         n_rep = self.cfg.replay.per_class if (self.cfg.replay.enabled and task.old) else 0
         n_hinge = r.hinge_per_pair if len(pairs) else 0
-        old_labels = torch.as_tensor(task.old, dtype=torch.long, device=dev)  # (O,)
+        rep_labels = rt.share(torch.as_tensor(task.old, dtype=torch.long, device=dev).repeat_interleave(n_rep))
         if len(pairs):
-            own = self.template_features(task.old)[pairs[:, 0]].repeat_interleave(n_hinge, 0)  # (P*h, D)
-            rival = self.template_features(task.classes)[pairs[:, 1]].repeat_interleave(n_hinge, 0)  # (P*h, D)
+            own = rt.share(self.template_features(task.old)[pairs[:, 0]].repeat_interleave(n_hinge, 0))  # (P*h/N, D)
+            rival = rt.share(self.template_features(task.classes)[pairs[:, 1]].repeat_interleave(n_hinge, 0))
         gen = task.generator_on(dev)  # replay draws on the statistics' device
 
-        adapter = self.rt.wrap(self.adapter)  # DistributedDataParallel under torchrun
+        adapter = rt.wrap(self.adapter)  # DistributedDataParallel under torchrun
 
         def loss_fn(batch) -> torch.Tensor:
-            f, y = batch  # (B, D), (B,)
+            f, y = batch  # (B, D), (B,): this rank's share
             zh = f[:0]
             if n_rep + n_hinge:
                 z, _ = self.bank.sample(task.old, n_rep + n_hinge, gen)  # (O*(r+h), D), old classes in order
                 z = z.view(len(task.old), n_rep + n_hinge, -1).to(f.dtype)  # (O, r+h, D)
-                f = torch.cat([f, z[:, :n_rep].reshape(-1, z.shape[-1])])  # (B + O*r, D)
-                y = torch.cat([y, old_labels.repeat_interleave(n_rep)])
-                zh = z[pairs[:, 0], n_rep:].reshape(-1, z.shape[-1])  # (P*h, D); (0, D) without pairs
-            out = adapter(torch.cat([f, zh]))  # one forward (DDP): (B' + P*h, D)
-            logits = scale * F.normalize(out[:len(f)], dim=-1) @ protos.t().to(out.dtype)  # (B', C)
-            loss = F.cross_entropy(logits, lut[y])
-            if not len(zh):
+                f = torch.cat([f, rt.share(z[:, :n_rep].reshape(-1, z.shape[-1]))])  # (B + O*r/N, D)
+                y = torch.cat([y, rep_labels])
+                zh = rt.share(z[pairs[:, 0], n_rep:].reshape(-1, z.shape[-1]))  # (P*h/N, D); (0, D) without pairs
+            out = adapter(torch.cat([f, zh]))  # one forward (DDP): (B' + P*h/N, D)
+            loss = cross_entropy(cosine_logits(out[:len(f)], protos, scale), lut[y], rt)  # float32 (B', C)
+            if not n_hinge:
                 return loss
-            return loss + r.hinge_weight * hinge_loss(out[len(f):], own, rival, r.hinge_margin)
+            return loss + r.hinge_weight * rt.global_mean(hinge_terms(out[len(f):], own, rival, r.hinge_margin))
 
-        batches = feature_batches(feats, labels, self.rt.local_batch(r.batch_size), task.generator, self.rt.rank,
-                                  self.rt.world_size)
-        return fit(list(self.adapter.parameters()), batches, loss_fn, r.epochs, r.lr, self.rt,
+        batches = feature_batches(feats, labels, r.batch_size, task.generator, rt)
+        return fit(list(self.adapter.parameters()), batches, loss_fn, r.epochs, r.lr, rt,
                    weight_decay=r.weight_decay, desc=f"task {task.index + 1} adapter",
                    hint="lower rapf.lr (e.g. --set rapf.lr=1e-4)")
 

@@ -22,6 +22,7 @@ from dmc.training.task import Task
 @METHODS.register("simplecil")
 class SimpleCIL(Method):
     name = "simplecil"
+    frozen_image_encoder = True  # the tower never trains
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

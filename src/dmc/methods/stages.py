@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dmc.config import PromptConfig, VisionConfig
 from dmc.models.clip import set_trainable, vision_trainable_params
 from dmc.training.features import feature_batches, label_lut
 from dmc.training.fit import fit
+from dmc.training.losses import cosine_logits, cross_entropy
 from dmc.training.runtime import Runtime
 from dmc.training.task import Task
 
@@ -36,8 +36,7 @@ def train_vision(visual: nn.Module, anchors: Anchors, classes: list[int], task: 
     def loss_fn(batch) -> torch.Tensor:
         x, y = batch[0].to(rt.device, non_blocking=True), batch[1].to(rt.device)
         protos = anchors() if callable(anchors) else anchors  # (C, D)
-        feats = F.normalize(wrapped(x), dim=-1)  # (B, D)
-        loss = F.cross_entropy(scale * feats @ protos.t().to(feats.dtype), lut[y])
+        loss = cross_entropy(cosine_logits(wrapped(x), protos, scale), lut[y], rt)  # float32 logits (B, C)
         return loss + extra_loss() if extra_loss is not None else loss
 
     loader = rt.train_loader(task.train, cfg.batch_size, task.generator)
@@ -56,7 +55,8 @@ def train_prompts(learner: nn.Module, feats: torch.Tensor, labels: torch.Tensor,
                   replay: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
                   desc: str = "stage 2") -> list[float]:
     """Cross-entropy over `classes` of cached image features (N, D) against the prompt learner's
-    prototypes; `replay()` adds pseudo-features of old classes to every step. Only prompt vectors learn."""
+    prototypes; `replay()` adds pseudo-features of old classes to every step (this rank's share of the
+    step's global replay batch under torchrun). Only prompt vectors learn."""
     lut = label_lut(classes, rt.device)
     wrapped = rt.wrap(learner)  # DistributedDataParallel under torchrun
 
@@ -66,11 +66,9 @@ def train_prompts(learner: nn.Module, feats: torch.Tensor, labels: torch.Tensor,
             rf, ry = replay()
             f, y = torch.cat([f, rf.to(f.dtype)]), torch.cat([y, ry])
         protos = wrapped(classes)  # (C, D)
-        logits = scale * F.normalize(f, dim=-1) @ protos.t().to(f.dtype)  # (B, C)
-        return F.cross_entropy(logits, lut[y])
+        return cross_entropy(cosine_logits(f, protos, scale), lut[y], rt)  # float32 logits (B, C)
 
     params = [p for p in learner.parameters() if p.requires_grad]
-    batches = feature_batches(feats, labels, rt.local_batch(cfg.batch_size), task.generator, rt.rank,
-                              rt.world_size)
+    batches = feature_batches(feats, labels, cfg.batch_size, task.generator, rt)  # this rank's shares
     return fit(params, batches, loss_fn, cfg.epochs, cfg.lr, rt, desc=f"task {task.index + 1} {desc}",
                hint="lower prompt.lr (e.g. --set prompt.lr=5e-4)")

@@ -6,6 +6,7 @@ ln_final, pooling with `text_global_pool`, projection).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Callable
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from open_clip.transformer import text_global_pool
 from torch import nn
 
@@ -52,7 +54,7 @@ def build_tiny(pretrained: str | None = None) -> Backbone:
     """Randomly initialised, very small CLIP for tests (seeded by the caller's global seed)."""
     model = open_clip.CLIP(**TINY_CONFIG)
     tok = open_clip.tokenizer.SimpleTokenizer(context_length=TINY_CONFIG["text_cfg"]["context_length"])
-    norm = ArrayNormalize(OPENAI_MEAN, OPENAI_STD)
+    norm = ArrayNormalize(OPENAI_MEAN, OPENAI_STD, size=TINY_CONFIG["vision_cfg"]["image_size"])
     return Backbone("tiny", model, tok, norm, norm)
 
 
@@ -78,12 +80,22 @@ def build_open_clip(name: str, pretrained: str | None) -> Backbone:
                         f"(open_clip lists {len(open_clip.list_models())}, e.g. ViT-B-16, ViT-L-14)")
     quick = tag == "openai" and not name.endswith("-quickgelu")
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=tag, force_quick_gelu=quick, require_pretrained=tag is not None)
+        model = open_clip.create_model(name, pretrained=tag, force_quick_gelu=quick, require_pretrained=tag is not None)
     except (RuntimeError, OSError, ValueError) as exc:
         raise UserError(_weights_hint(name, tag, exc)) from None
-    train_tf = open_clip.image_transform(model.visual.image_size, is_train=True)
-    return Backbone(name, model, open_clip.get_tokenizer(name), pil_then(preprocess), pil_then(train_tf))
+    train_tf, eval_tf = image_transforms(model, name, tag)
+    return Backbone(name, model, open_clip.get_tokenizer(name), pil_then(eval_tf), pil_then(train_tf))
+
+
+def image_transforms(model: nn.Module, name: str, tag: str | None) -> tuple[Callable, Callable]:
+    """Training and evaluation transforms of the pretrained tag: its own mean, std, interpolation and
+    resize mode from open_clip's pretrained config (SigLIP's 0.5 / 0.5, not OpenAI's for every tag), at the
+    image tower's input size. Weights given as a file have no config: the model config's (OpenAI's)."""
+    cfg = merge_preprocess_dict(getattr(model.visual, "preprocess_cfg", None) or PreprocessCfg(),
+                                open_clip.get_pretrained_cfg(name, tag) if tag else {})
+    cfg["size"] = model.visual.image_size
+    pp = PreprocessCfg(**cfg)
+    return image_transform_v2(pp, is_train=True), image_transform_v2(pp, is_train=False)
 
 
 def _weights_hint(name: str, tag: str | None, exc: Exception) -> str:
@@ -95,9 +107,38 @@ def _weights_hint(name: str, tag: str | None, exc: Exception) -> str:
 
 
 def build_backbone(name: str, pretrained: str | None = None) -> Backbone:
-    if name in BACKBONES:
-        return BACKBONES.get(name)(pretrained)
-    return build_open_clip(name, pretrained)
+    backbone = BACKBONES.get(name)(pretrained) if name in BACKBONES else build_open_clip(name, pretrained)
+    return at_input_size(backbone)
+
+
+def input_size(visual: nn.Module) -> int:
+    """The side of the square images the image tower takes (open_clip stores an int or a pair)."""
+    size = visual.image_size
+    return int(size if isinstance(size, int) else size[0])
+
+
+def at_input_size(backbone: Backbone) -> Backbone:
+    """Every transform brings images to the tower's input size: array transforms built without a size
+    (the toy CLIP's) get it here; open_clip's transforms resize already."""
+    size = input_size(backbone.model.visual)
+
+    def fix(tf: Callable) -> Callable:
+        return tf.sized(size) if isinstance(tf, ArrayNormalize) and tf.size is None else tf
+
+    return dataclasses.replace(backbone, preprocess=fix(backbone.preprocess),
+                               preprocess_train=fix(backbone.preprocess_train))
+
+
+def require_token_embedding(backbone: Backbone) -> None:
+    """Prompt learning feeds learned vectors to the text tower's token embedding layer, which only
+    open_clip's `CLIP` class exposes (OpenAI, LAION, DataComp, MetaCLIP, EVA... ViT and ResNet CLIPs).
+    Models with a custom text tower (SigLIP, CoCa, HF text encoders: `CustomTextCLIP`) stop in one line."""
+    model = backbone.model
+    if not all(hasattr(model, a) for a in ("token_embedding", "positional_embedding", "transformer", "ln_final")):
+        raise UserError(f"backbone {backbone.name!r} ({type(model).__name__}) has no text token embedding, which "
+                        "prompt learning needs: use an open_clip CLIP with the built-in text transformer (OpenAI, "
+                        "LAION, DataComp, MetaCLIP ViT / ResNet), not a custom text tower (SigLIP, CoCa, HF text); "
+                        "methods without prompts (zeroshot, finetune, rapf) take any")
 
 
 # --------------------------------------------------------------------------- freezing

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dmc.errors import UserError
-from dmc.models.clip import Backbone, encode_text_embeddings
+from dmc.models.clip import Backbone, encode_text_embeddings, require_token_embedding
 
 PLACEHOLDER = "X"
 
@@ -23,6 +23,7 @@ class PromptLearner(nn.Module):
         super().__init__()
         if template.count("{}") != 1:
             raise UserError(f"prompt template must contain one '{{}}': {template!r}")
+        require_token_embedding(backbone)
         self.backbone = [backbone]  # a list, so the CLIP weights are not registered as submodule
         self.prefix, self.suffix = template.split("{}")
         prefix_emb = self._prefix_embedding()  # (P, W)

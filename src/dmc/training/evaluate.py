@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from dmc import faults
 from dmc.data.dataset import ImageDataset
 from dmc.training.runtime import Runtime
 
@@ -21,6 +22,7 @@ def predict(image_features: Callable[[torch.Tensor], torch.Tensor], protos: torc
     preds = []
     loader = rt.loader(dataset, batch_size)
     for x, _ in tqdm(loader, desc=desc, leave=False, disable=not (rt.progress and rt.is_main)):
+        faults.point(f"predict:{desc}")
         with rt.autocast():
             feats = image_features(x.to(rt.device, non_blocking=True))
         scores = F.normalize(feats.float(), dim=-1) @ protos.t()  # (B, C)
@@ -51,3 +53,9 @@ def accuracies(counts: np.ndarray) -> tuple[list[float], list[int]]:
     """Accuracy (percent) and sample count per task from `task_counts` rows."""
     accs = [float(100.0 * c / n) if n else float("nan") for c, n in counts]
     return accs, [int(n) for _, n in counts]
+
+
+def tower_version(module: torch.nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer of `module` is replaced or modified in place (optimiser
+    steps, `load_state_dict`): torch's per-tensor version counter, which autograd keeps for its own checks."""
+    return tuple((id(t), t._version) for t in [*module.parameters(), *module.buffers()])

@@ -5,14 +5,16 @@ every step (stage 2 of DMC, CoOp, RAPF's adapter; the loop's evaluation of a fro
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dmc import faults
 from dmc.data.dataset import ImageDataset
+from dmc.errors import UserError
+from dmc.training.loading import FeatureEpoch, ShuffledEpoch
 from dmc.training.runtime import Runtime
 
 
@@ -23,27 +25,26 @@ def encode_dataset(visual: nn.Module, dataset: ImageDataset, rt: Runtime, batch_
     feats, labels = [], []
     loader = rt.loader(dataset, batch_size)
     for x, y in tqdm(loader, desc=desc, leave=False, disable=not (rt.progress and rt.is_main)):
+        faults.point(f"encode:{desc}")
         with rt.autocast():
             feats.append(visual(x.to(rt.device, non_blocking=True)).float())
         labels.append(y.to(rt.device))
     if not feats:
         return torch.zeros(0, 0, device=rt.device), torch.zeros(0, dtype=torch.long, device=rt.device)
-    return torch.cat(feats), torch.cat(labels)
+    feats_t = torch.cat(feats)  # (N, D)
+    if not bool(torch.isfinite(feats_t).all()):
+        raise UserError(f"image features became non-finite ({desc}): the image tower diverged; lower vision.lr "
+                        "(e.g. --set vision.lr=1e-5)")
+    return feats_t, torch.cat(labels)
 
 
-def feature_batches(feats: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                    generator: torch.Generator, rank: int = 0, world_size: int = 1) -> Callable[[int], list]:
-    """Shuffled mini-batches of cached features, one new permutation per epoch from `generator`
-    (the same on every rank; under torchrun each rank keeps every world_size-th sample of it)."""
-    n_local = math.ceil(len(labels) / world_size)
-    n_batches = max(1, math.ceil(n_local / batch_size))
-
-    def batches(epoch: int) -> list:
-        perm = torch.randperm(len(labels), generator=generator)[rank::world_size].to(feats.device)
-        chunks = [perm[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
-        return [(feats[idx], labels[idx]) for idx in chunks if len(idx)]
-
-    return batches
+def feature_batches(feats: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator,
+                    rt: Runtime | None = None) -> Callable[[int], FeatureEpoch]:
+    """epoch -> shuffled mini-batches of cached features (N, D) and labels (N,): one permutation per epoch
+    from `generator`, cut into global batches of `batch_size`; under torchrun each rank gets its share of
+    every global batch (dmc.training.loading), so the union over ranks is the single-process batch."""
+    rank, world = (rt.rank, rt.world_size) if rt is not None else (0, 1)
+    return lambda epoch: FeatureEpoch(feats, labels, ShuffledEpoch(len(labels), batch_size, generator, rank, world))
 
 
 def label_lut(classes: list[int], device: torch.device | str) -> torch.Tensor:

@@ -1,11 +1,13 @@
 """The one optimisation loop every stage of every method uses."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from dmc import faults
 from dmc.errors import UserError
 from dmc.schedule import cosine_lr
 from dmc.training.runtime import Runtime
@@ -27,7 +29,9 @@ def fit(
     with momentum 0.9, the optimiser of PyCIL-style peers) and a cosine schedule.
 
     `batches(epoch)` returns a sized iterable (a DataLoader or a list). Returns the mean loss of each epoch.
-    A non-finite loss stops the run with a one-line error (`hint` says what to change).
+    A non-finite loss stops the run with a one-line error (`hint` says what to change). Under torchrun the
+    loss of a step is averaged over the ranks first: the history is the global batch's, and every rank
+    stops at the same step.
     """
     params = [p for p in params if p.requires_grad]
     if not params or epochs <= 0:
@@ -44,16 +48,18 @@ def fit(
     for epoch in range(epochs):
         running, count = 0.0, 0
         for batch in batches(epoch):
+            faults.point(f"fit:{desc}")
             with rt.autocast():
                 loss = loss_fn(batch)
-            if not torch.isfinite(loss):
+            value = float(rt.mean_over_ranks(loss.detach()))  # the global batch's loss, the same on every rank
+            if not math.isfinite(value):
                 bar.close()
-                raise UserError(f"loss became {loss.item()} in {desc} (epoch {epoch + 1}); {hint}")
+                raise UserError(f"loss became {value} in {desc} (epoch {epoch + 1}); {hint}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            running, count = running + float(loss.detach()), count + 1
+            running, count = running + value, count + 1
             bar.update(1)
             bar.set_postfix(loss=f"{running / count:.3f}")
         history.append(running / max(1, count))

@@ -6,14 +6,16 @@ import hashlib
 import os
 import random
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from dmc.data.dataset import ImageDataset
 from dmc.errors import UserError
+from dmc.training.loading import ArrayBatches, LoaderPool, ShuffledEpoch, in_order
 
 
 def derive_seed(*parts: object) -> int:
@@ -38,6 +40,9 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
 
+    def __post_init__(self) -> None:
+        self.pool = LoaderPool(self.num_workers, pin_memory=self.device.type == "cuda")
+
     @property
     def is_main(self) -> bool:
         return self.rank == 0
@@ -47,34 +52,31 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False,
-               generator: torch.Generator | None = None):
+    def loader(self, dataset: ImageDataset, batch_size: int) -> Iterable:
+        """Batches (images, labels) of the whole dataset in order (encoding, evaluation). Images from files
+        come with per-sample seeds drawn from torch's global stream (seeded per task), so a transform that
+        augments gives the same images with any number of processes or loader workers."""
+        batches = in_order(len(dataset), batch_size)
+        if not ArrayBatches.supports(dataset):
+            seeds = torch.randint(2**62, (len(dataset),)).tolist()
+            batches = [[(i, seeds[i]) for i in b.tolist()] for b in batches]
+        return self._batches(dataset, batches)
+
+    def train_loader(self, dataset: ImageDataset, batch_size: int, generator: torch.Generator):
+        """epoch -> this rank's share of each global batch of `batch_size` images of a fresh permutation
+        (dmc.training.loading): every process count sees the single-process batches."""
+        seeded = not ArrayBatches.supports(dataset)  # augmenting transforms draw from per-sample seeds
+        return lambda epoch: self._batches(dataset, ShuffledEpoch(len(dataset), batch_size, generator, self.rank,
+                                                                  self.world_size, seeded, join_short=True))
+
+    def _batches(self, dataset: ImageDataset, positions) -> Iterable:
         if ArrayBatches.supports(dataset):
-            return ArrayBatches(dataset, batch_size, shuffle, generator)
-        cuda = self.device.type == "cuda"
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, pin_memory=cuda,
-                          persistent_workers=self.num_workers > 0)
+            return ArrayBatches(dataset, positions)
+        return self.pool.batches(dataset, positions)
 
-    def train_loader(self, dataset: Dataset, batch_size: int, generator: torch.Generator):
-        """epoch -> shuffled DataLoader; under torchrun each rank gets its shard (DistributedSampler)."""
-        if self.world_size == 1:
-            loader = self.loader(dataset, batch_size, shuffle=True, generator=generator)
-            return lambda epoch: loader
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        sampler = DistributedSampler(dataset, self.world_size, self.rank, shuffle=True, seed=seed)
-        loader = DataLoader(dataset, batch_size=self.local_batch(batch_size), sampler=sampler, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda", persistent_workers=self.num_workers > 0)
-
-        def at(epoch: int) -> DataLoader:
-            sampler.set_epoch(epoch)
-            return loader
-
-        return at
-
-    def local_batch(self, batch_size: int) -> int:
-        """Per-rank batch, so that the global batch (and the learning rate's meaning) stays the same."""
-        return max(1, -(-batch_size // self.world_size))
+    def close(self) -> None:
+        """Stop the data loaders' worker processes (the end of a run)."""
+        self.pool.close()
 
     def wrap(self, module: nn.Module) -> nn.Module:
         """DistributedDataParallel over the trainable part under torchrun; the module itself otherwise."""
@@ -83,6 +85,28 @@ class Runtime:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
+    def share(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a global batch that every rank drew identically (rows r, r + N, ...)."""
+        return x if self.world_size == 1 else x[self.rank::self.world_size]
+
+    def global_mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of per-sample `values` over the global batch, as this rank's term: DDP averages the
+        ranks' gradients, so sum_r (sum of rank r's values) * N / total / N is the single-process mean.
+        Without torchrun, plain `mean`."""
+        if self.world_size == 1:
+            return values.mean()
+        total = torch.tensor(float(values.numel()), device=values.device)
+        dist.all_reduce(total)
+        return values.sum() * self.world_size / total
+
+    def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        """A scalar averaged over the ranks (the global loss of a step, for logging and the NaN check)."""
+        if self.world_size == 1:
+            return value
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        return value / self.world_size
+
     def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
         if self.world_size == 1:
             return values
@@ -90,33 +114,14 @@ class Runtime:
         dist.all_reduce(t)
         return t.cpu().numpy()
 
+    def barrier(self) -> None:
+        """Wait for every rank (nothing to wait for without torchrun)."""
+        if self.world_size > 1:
+            dist.barrier()
+
     def shard(self, n: int) -> np.ndarray:
         """Indices of this rank's share of n items (all of them without torchrun)."""
         return np.arange(self.rank, n, self.world_size)
-
-
-class ArrayBatches:
-    """Batches of an in-memory uint8 dataset whose transform works on whole batches (the glyph world):
-    one tensor op per batch instead of a DataLoader collating per-image tensors (about 10x faster)."""
-
-    def __init__(self, dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None) -> None:
-        self.dataset, self.batch_size, self.shuffle, self.generator = dataset, batch_size, shuffle, generator
-
-    @staticmethod
-    def supports(dataset) -> bool:
-        samples = getattr(dataset, "samples", None)
-        return isinstance(getattr(samples, "items", None), np.ndarray) and hasattr(dataset.transform, "batch")
-
-    def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
-
-    def __iter__(self):
-        n = len(self.dataset)
-        order = torch.randperm(n, generator=self.generator).numpy() if self.shuffle else np.arange(n)
-        items, labels = self.dataset.samples.items, self.dataset.labels
-        for i in range(0, n, self.batch_size):
-            idx = np.sort(order[i:i + self.batch_size]) if not self.shuffle else order[i:i + self.batch_size]
-            yield self.dataset.transform.batch(items[idx]), torch.from_numpy(labels[idx])
 
 
 def init_distributed(device: str) -> tuple[int, int, str]:

@@ -1,0 +1,148 @@
+"""Nothing corrupts a run directory: digests, one owner at a time, torn files found on resume, and a run
+that finished no task gives way to the next one on the same --out."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dmc.cli import main
+from dmc.engine.loop import run
+from dmc.errors import UserError
+from dmc.rundir import RunDir
+from dmc.training.runtime import make_runtime
+from tests.helpers import killed_copy, tiny_cfg
+
+QUIET = make_runtime("cpu", "fp32", progress=False)
+SMOKE = ["run", "--benchmark", "synthetic", "--method", "dmc", "--smoke", "--quiet"]
+
+
+def cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("dmc: error:")]
+    return code, out, err, errors
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One uninterrupted 3-task run, the reference of every resume below."""
+    return run(tiny_cfg("dmc"), out=tmp_path_factory.mktemp("full") / "run", rt=QUIET)
+
+
+def acc_matrix(path):
+    return json.loads((path / "summary.json").read_text())["acc_matrix"]
+
+
+def test_resume_refuses_a_hand_edited_config(capsys, full_run, tmp_path):
+    killed = killed_copy(full_run, tmp_path / "r", finished_tasks=1)
+    text = (killed / "config.yaml").read_text()
+    assert "  increment: null\n" in text
+    (killed / "config.yaml").write_text(text.replace("  increment: null\n", "  increment: 6\n"))
+    code, _, err, errors = cli(capsys, "run", "--resume", killed, "--quiet")
+    assert code == 2 and len(errors) == 1 and "config.yaml was changed after the run started" in errors[0], err
+    assert not (killed / "summary.json").exists() and len((killed / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_resume_refuses_flags_that_would_change_the_run(capsys, full_run, tmp_path):
+    killed = killed_copy(full_run, tmp_path / "r", finished_tasks=1)
+    code, _, err, errors = cli(capsys, "run", "--resume", killed, "--set", "vision.lr=1e-5", "--method", "dmc-ot")
+    assert code == 2 and len(errors) == 1 and "--method, --set cannot be used with it" in errors[0], err
+    assert not (killed / "summary.json").exists()
+
+
+def test_one_owner_at_a_time_and_a_killed_owner_lets_go(tmp_path):
+    out = tmp_path / "r"
+    first = RunDir.create(out)
+    with pytest.raises(UserError, match=f"in use by another dmc run \\(pid {os.getpid()}\\)"):
+        RunDir.create(out)
+    first.close()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); time.sleep(60)\n"),
+        str(out / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match=f"in use by another dmc run \\(pid {holder.pid}\\)"):
+            RunDir.create(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    RunDir.create(out).close()  # the lock died with its process
+
+
+def test_torn_metrics_line_and_checkpoint_fall_back_to_the_last_good_task(caplog, full_run, tmp_path):
+    torn_line = killed_copy(full_run, tmp_path / "line", finished_tasks=3)
+    lines = (torn_line / "metrics.jsonl").read_text().splitlines()
+    (torn_line / "metrics.jsonl").write_text("\n".join(lines[:2] + [lines[2][: len(lines[2]) // 2]]))
+    torn_ckpt = killed_copy(full_run, tmp_path / "ckpt", finished_tasks=2)
+    ckpt = torn_ckpt / "checkpoints" / "task_01.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    for path, note, after in ((torn_line, "metrics.jsonl line 3 is unreadable", 2),
+                              (torn_ckpt, "checkpoint task_01.safetensors is unreadable", 1)):
+        caplog.clear()
+        resumed = run(None, resume=path, rt=QUIET)
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warned) == 1 and note in warned[0] and f"continuing after task {after}," in warned[0]
+        assert acc_matrix(resumed) == acc_matrix(full_run)
+
+
+def test_a_run_that_finished_no_task_gives_way_and_the_advice_works(capsys, tmp_path):
+    out = tmp_path / "r"
+    code, _, err, errors = cli(capsys, *SMOKE, "--out", out, "--set", "vision.lr=1e6")
+    assert code == 2 and len(errors) == 1 and "--set vision.lr=1e-5" in errors[0], err
+    assert "finished no task: the same --out can be used again" in errors[0]
+    code, _, err, errors = cli(capsys, "run", "--resume", out, "--quiet")  # it is a run: resume says why it fails
+    assert code == 2 and "non-finite" in errors[0], err
+    code, _, err, _ = cli(capsys, *SMOKE, "--out", out, "--set", "vision.lr=1e-5")
+    assert code == 0 and (out / "summary.json").exists(), err
+
+
+def test_a_run_with_finished_tasks_is_kept(capsys, full_run, tmp_path):
+    killed = killed_copy(full_run, tmp_path / "r", finished_tasks=1)
+    code, _, err, errors = cli(capsys, *SMOKE, "--out", killed)
+    assert code == 2 and "holds an unfinished run (1 tasks done); continue it with --resume" in errors[0], err
+    assert len((killed / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_folder_of_other_files_is_left_alone(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err, errors = cli(capsys, *SMOKE, "--out", tmp_path)
+    assert code == 2 and "holds files that are not a dmc run (first: notes.txt)" in errors[0], err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_new_run_writes_digests_before_any_image_is_loaded(tmp_path, monkeypatch):
+    import dmc.engine.loop as loop
+
+    def stop(*args, **kwargs):
+        raise UserError("stopped before loading images")
+
+    monkeypatch.setattr(loop, "load_datasets", stop)
+    with pytest.raises(UserError):
+        run(tiny_cfg("dmc"), out=tmp_path / "r", rt=QUIET)
+    state = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert set(state) == {"config_sha256", "plan_sha256"} and (tmp_path / "r" / "plan.json").exists()
+    RunDir.create(tmp_path / "r").close()  # unlocked after the error, and free to take again
+
+
+def test_a_config_field_added_later_does_not_look_like_an_edit(tmp_path, monkeypatch):
+    """A run made before a field existed (its config.yaml lacks it) resumes after an upgrade."""
+    import importlib
+
+    resolve = importlib.import_module("dmc.config.resolve")  # the module (dmc.config.resolve is the function)
+    real = resolve.to_dict
+
+    def older(cfg):
+        tree = real(cfg)
+        del tree["memory"]["shrink_few"]
+        return tree
+
+    monkeypatch.setattr(resolve, "to_dict", older)
+    full = run(tiny_cfg("dmc"), out=tmp_path / "full", rt=QUIET)
+    monkeypatch.setattr(resolve, "to_dict", real)
+    assert "shrink_few" not in (full / "config.yaml").read_text()
+    killed = killed_copy(full, tmp_path / "killed", finished_tasks=2)
+    assert acc_matrix(run(None, resume=killed, rt=QUIET)) == acc_matrix(full)
