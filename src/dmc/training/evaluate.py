@@ -21,7 +21,7 @@ def predict(image_features: Callable[[torch.Tensor], torch.Tensor], protos: torc
     seen_t = torch.as_tensor(seen, device=rt.device)
     preds = []
     loader = rt.loader(dataset, batch_size)
-    for x, _ in tqdm(loader, desc=desc, leave=False, disable=not (rt.progress and rt.is_main)):
+    for x, _ in tqdm(loader, desc=desc, leave=False, disable=not rt.bars):
         faults.point(f"predict:{desc}")
         with rt.autocast():
             feats = image_features(x.to(rt.device, non_blocking=True))
