@@ -1,4 +1,8 @@
-"""Command line: parse, build the config, call the library. Nothing else lives here."""
+"""Command line: parse, build the config, call the library. Nothing else lives here.
+
+Everything a command can check without torch (flags, the resolved config, names, run directories, image
+files) is checked before the library that needs torch is imported: a typo costs a fraction of a second.
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +16,14 @@ from dmc.errors import UserError
 log = logging.getLogger("dmc")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """A bad command line ends like any other user error: one line, exit 2."""
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dmc", description="CLIP-based class-incremental learning: DMC, DMC-OT and baselines.")
+    p = _Parser(prog="dmc", description="CLIP-based class-incremental learning: DMC, DMC-OT and baselines.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a class-incremental experiment (default: DMC-OT on the offline glyph world)")
     r.add_argument("--benchmark", help="benchmark name (dmc list)")
@@ -25,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config field, e.g. --set vision.lr=1e-4 (repeatable)")
     r.add_argument("--smoke", action="store_true", help="tiny version: 3 tasks, 1 epoch per stage, few images")
     r.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an unfinished run")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--quiet", action="store_true", help="no progress bars (bars are only drawn on a terminal)")
     r.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     pl = sub.add_parser("plan", help="print the class order and each task's classes (no images loaded)")
     pl.add_argument("benchmark")
@@ -65,17 +75,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dmc import config
-    from dmc.engine.loop import run
+    from dmc import catalog, config
+    from dmc.rundir import RunDir
 
     if args.threads is not None:
-        import torch
-
         _at_least_one(threads=args.threads)
-        torch.set_num_threads(args.threads)
     if args.resume is not None:
         _resume_alone(args)
-        path = run(None, resume=args.resume, rt=_rt_quiet(args))
+        cfg = config.load(RunDir.config_of(args.resume))
     else:
         overrides = {}
         if args.backbone:
@@ -83,7 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.seed is not None:
             overrides["seed"] = args.seed
         cfg = config.resolve(args.benchmark, args.method, overrides, args.sets, smoke=args.smoke)
-        path = run(cfg, out=args.out, rt=_rt_quiet(args, cfg))
+        catalog.check(cfg)  # names, split, data root: before torch loads
+    path = _run(args, cfg)
     if path is None:  # a torchrun worker other than rank 0: rank 0 reports
         return 0
     summary = json.loads((path / "summary.json").read_text())
@@ -104,17 +112,23 @@ def _resume_alone(args: argparse.Namespace) -> None:
                         "be used with it; to change settings, start a new run with another --out")
 
 
-def _rt_quiet(args: argparse.Namespace, cfg=None):
-    if not args.quiet:
-        return None
+def _run(args: argparse.Namespace, cfg) -> Path | None:
+    """The run itself (torch and open_clip load here); logged lines print above the live bars."""
+    import torch
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from dmc.engine.loop import run
     from dmc.training.runtime import make_runtime
 
-    if cfg is None:
-        from dmc import config
-        from dmc.rundir import RunDir
-
-        cfg = config.load(RunDir.config_of(args.resume))
-    return make_runtime(cfg.model.device, cfg.model.precision, progress=False, num_workers=cfg.data.num_workers)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    rt = None
+    if args.quiet:
+        rt = make_runtime(cfg.model.device, cfg.model.precision, progress=False, num_workers=cfg.data.num_workers)
+    with logging_redirect_tqdm():
+        if args.resume is not None:
+            return run(None, resume=args.resume, rt=rt)
+        return run(cfg, out=args.out, rt=rt)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -225,9 +239,9 @@ COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_c
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="dmc: %(message)s", stream=sys.stderr)
     try:
+        args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"dmc: error: {exc}", file=sys.stderr)
