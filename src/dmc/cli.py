@@ -43,9 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     pl.add_argument("--json", action="store_true")
     sub.add_parser("list", help="list benchmarks, methods and backbones")
-    c = sub.add_parser("compare", help="Markdown table of Avg/Last/forgetting and a plot of A_t curves")
+    c = sub.add_parser("compare", help="Markdown table of Avg/Last/forgetting (and a plot of A_t curves)")
     c.add_argument("runs", nargs="+", type=Path)
-    c.add_argument("--plot", type=Path, default=Path("compare.png"))
+    c.add_argument("--plot", type=Path, help="also write the A_t curves to this PNG file")
     c.add_argument("--by-setting", action="store_true",
                    help="one row per setting: runs named <setting>-s<seed> are averaged (mean ± std over seeds)")
     w = sub.add_parser("world", help="the offline glyph world")
@@ -161,18 +161,25 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dmc.report import aggregate_table, compare_table, plot_compare
+    from dmc.report import plot, read_runs, table
 
-    print(aggregate_table(args.runs) if args.by_setting else compare_table(args.runs))
-    folder = next((f for f in args.plot.parents if f.exists()), None)
-    if folder is not None and not folder.is_dir():
-        raise UserError(f"cannot write the plot {args.plot}: {folder} is a file, not a folder")
-    try:
-        plot_compare(args.runs, args.plot)
-    except OSError as exc:
-        raise UserError(f"cannot write the plot {args.plot}: {exc.strerror or exc}") from None
-    print(f"\nA_t curves: {args.plot}")
+    if args.plot is not None:
+        _writable(args.plot)
+    runs = read_runs(args.runs)
+    print(table(runs, by_setting=args.by_setting))
+    if args.plot is not None:
+        try:
+            plot(runs, args.plot, by_setting=args.by_setting)
+        except OSError as exc:
+            raise UserError(f"cannot write the plot {args.plot}: {exc.strerror or exc}") from None
+        print(f"\nA_t curves: {args.plot}")
     return 0
+
+
+def _writable(path: Path) -> None:
+    folder = next((f for f in path.parents if f.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise UserError(f"cannot write the plot {path}: {folder} is a file, not a folder")
 
 
 def cmd_world(args: argparse.Namespace) -> int:
