@@ -172,7 +172,8 @@ def test_config_errors_come_before_torch_loads(tmp_path):
               "    print(main(argv), 'torch' in sys.modules or 'open_clip' in sys.modules)\n")
     cases = [["run", "--method", "nope"], ["run", "--benchmark", "synthetic", "--backbone", "no-such-net"],
              ["run", "--set", "vision.lr=fast"], ["run", "--benchmark", "imagefolder"], ["run", "--threads", "0"],
-             ["run", "--resume", str(tmp_path)], ["run", "--bogus"], ["compare", str(tmp_path)]]
+             ["run", "--resume", str(tmp_path)], ["run", "--bogus"],
+             ["predict", str(tmp_path), str(tmp_path)], ["compare", str(tmp_path)]]
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
     assert proc.stdout.split("\n")[:-1] == ["2 False"] * len(cases), proc.stdout + proc.stderr

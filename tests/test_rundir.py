@@ -168,7 +168,7 @@ def old_numbering(run, dest):
 
 def test_a_run_numbered_from_0_is_read_resumed_and_continued_in_its_numbering(full_run, tmp_path):
     old = old_numbering(full_run, tmp_path / "old")
-    assert [r["task"] for r in RunDir(old).records()] == [1, 2, 3]
+    assert [r["task"] for r in RunDir(old).records()] == [1, 2, 3] and RunDir(old).trained_task() == 3
     killed = killed_copy(old, tmp_path / "killed", finished_tasks=2)
     assert RunDir(killed).done_tasks() == 2
     resumed = run(None, resume=killed, rt=QUIET)

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from dmc.errors import UserError
@@ -48,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--plot", type=Path, help="also write the A_t curves to this PNG file")
     c.add_argument("--by-setting", action="store_true",
                    help="one row per setting: runs named <setting>-s<seed> are averaged (mean ± std over seeds)")
+    pr = sub.add_parser("predict", help="class names and scores of images, from the model a run trained")
+    pr.add_argument("run", type=Path, metavar="RUN_DIR")
+    pr.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER", help="folders are searched recursively")
+    pr.add_argument("--task", type=int, help="the model after task K (1..T; default: the last)")
+    pr.add_argument("--topk", type=int, default=5)
+    pr.add_argument("--format", choices=("json", "csv"), default="json",
+                    help="json: one object per line and image; csv: one row per image and rank")
+    pr.add_argument("--batch", type=int, help="images per batch (default: the run's eval.batch_size)")
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     w = sub.add_parser("world", help="the offline glyph world")
     w.add_argument("--sheet", type=Path, required=True, help="write a contact sheet PNG of both domains")
     t = sub.add_parser("pretrain-toy", help="build (or rebuild) the cached toy CLIP and print its zero-shot accuracy")
@@ -182,6 +192,27 @@ def _writable(path: Path) -> None:
         raise UserError(f"cannot write the plot {path}: {folder} is a file, not a folder")
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from dmc.config import ModelConfig
+    from dmc.data.sources.files import collect_images
+    from dmc.rundir import RunDir
+
+    _at_least_one(topk=args.topk, **({} if args.batch is None else {"batch": args.batch}))
+    task = RunDir(args.run).trained_task(args.task)  # run, task and images are checked before torch loads
+    images = collect_images(args.images)
+    ModelConfig(device=args.device).check()
+    from dmc.engine.predict import load, write_predictions
+
+    model = load(args.run, task, args.device)
+    start = time.time()
+    out = model.predict(images, args.topk, args.batch)
+    seconds = time.time() - start
+    write_predictions(sys.stdout, images, out, task, args.format)
+    log.info("%d images in %.2f s (%.0f images/s), the model after task %d of %s", len(images), seconds,
+             len(images) / max(seconds, 1e-9), task, args.run)
+    return 0
+
+
 def cmd_world(args: argparse.Namespace) -> int:
     from dmc.config import WorldConfig
     from dmc.data.glyphs import write_sheet
@@ -240,7 +271,8 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare, "world": cmd_world,
+COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare,
+            "predict": cmd_predict, "world": cmd_world,
             "pretrain-toy": cmd_pretrain_toy, "bench-ot": cmd_bench_ot,
             "bench-speed": cmd_bench_speed, "bench-ridge": cmd_bench_ridge}
 

@@ -350,6 +350,42 @@ class RunDir:
 
         return load_file(str(self.checkpoint_path(task)))
 
+    # ---------------------------------------------------------------- using what was trained
+    def plan(self) -> dict:
+        """The class plan the run recorded (`plan.json`: class order, each task's class names)."""
+        try:
+            plan = json.loads((self.path / PLAN).read_text())
+        except (OSError, json.JSONDecodeError):
+            plan = None
+        if not isinstance(plan, dict) or not isinstance(plan.get("tasks"), list):
+            raise UserError(f"{self.path} has no readable {PLAN}: not a run directory")
+        return plan
+
+    def trained_task(self, task: int | None = None) -> int:
+        """The task (from 1) whose trained model to use: `task`, or by default the last one of a finished
+        run. Refused in one line when the folder is not a run, or that task is out of range, not finished or
+        has no checkpoint."""
+        if not self.path.is_dir():
+            raise UserError(f"no such run directory: {self.path}")
+        if not (self.path / CONFIG).is_file():
+            raise UserError(f"{self.path} is not a run directory (no {CONFIG})")
+        n_tasks, done = len(self.plan()["tasks"]), self.done_tasks()
+        if task is None:
+            if not (self.path / SUMMARY).exists():
+                which = f"; or use one of its finished tasks (1..{done})" if done else ""
+                raise UserError(f"{self.path} is an unfinished run ({done} of {n_tasks} tasks done): finish it with "
+                                f"dmc run --resume {self.path}{which}")
+            task = n_tasks
+        if not 1 <= task <= n_tasks:
+            raise UserError(f"task {task} is out of range: {self.path} has tasks 1..{n_tasks}")
+        if task > done:
+            raise UserError(f"task {task} of {self.path} is not finished ({done} of {n_tasks} tasks done)")
+        if not self.checkpoint_path(task).exists():
+            kept = ", ".join(map(str, self.checkpoints())) or "none"
+            raise UserError(f"{self.path} kept no checkpoint of task {task} (checkpoint.keep=last keeps only the "
+                            f"last task's); tasks with a checkpoint: {kept}")
+        return task
+
     def write_summary(self, summary: dict) -> None:
         write_text(self.path / SUMMARY, json.dumps(summary, indent=1))
 
