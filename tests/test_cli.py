@@ -173,6 +173,7 @@ def test_config_errors_come_before_torch_loads(tmp_path):
     cases = [["run", "--method", "nope"], ["run", "--benchmark", "synthetic", "--backbone", "no-such-net"],
              ["run", "--set", "vision.lr=fast"], ["run", "--benchmark", "imagefolder"], ["run", "--threads", "0"],
              ["run", "--resume", str(tmp_path)], ["run", "--bogus"],
+             ["sweep", "--out", str(tmp_path / "s"), "--methods", "nope"], ["sweep", "--out", str(tmp_path / "s"), "--jobs", "0"],
              ["predict", str(tmp_path), str(tmp_path)], ["compare", str(tmp_path)]]
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)

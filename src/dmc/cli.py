@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--plot", type=Path, help="also write the A_t curves to this PNG file")
     c.add_argument("--by-setting", action="store_true",
                    help="one row per setting: runs named <setting>-s<seed> are averaged (mean ± std over seeds)")
+    _sweep_parser(sub)
     pr = sub.add_parser("predict", help="class names and scores of images, from the model a run trained")
     pr.add_argument("run", type=Path, metavar="RUN_DIR")
     pr.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER", help="folders are searched recursively")
@@ -82,6 +83,33 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--precision", default="auto")
     return p
+
+
+def _sweep_parser(sub) -> None:
+    s = sub.add_parser("sweep", help="a grid of runs (benchmarks x methods x --set alternatives x seeds) in one "
+                                     "folder, then its table over seeds")
+    s.add_argument("--out", type=Path, required=True, help="the sweep's folder (run again to continue it)")
+    s.add_argument("--benchmarks", nargs="+", metavar="B", help="benchmark names (default: glyphs)")
+    s.add_argument("--methods", nargs="+", metavar="M", help="method names (default: dmc-ot)")
+    s.add_argument("--seeds", nargs="+", metavar="N", help="seeds, e.g. 1 2 3 or 1,2,3 (default: 1993)")
+    s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every run; a key given again is an alternative that varies")
+    s.add_argument("--smoke", action="store_true", help="tiny runs (3 tasks, 1 epoch per stage, few images)")
+    s.add_argument("--backbone")
+    s.add_argument("--jobs", type=int, help="runs at once (default: 1; with slurm: all)")
+    s.add_argument("--threads", type=int, help="torch threads per run (default: this machine's cores // jobs)")
+    s.add_argument("--launcher", default="process",
+                   help="process: child processes here (default); local: submitit's local executor; "
+                        "slurm: submitit's Slurm executor")
+    s.add_argument("--partition", help="Slurm partition")
+    s.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per run (more than one: torchrun)")
+    s.add_argument("--cpus-per-run", type=int, help="CPUs per run asked of the scheduler")
+    s.add_argument("--time", type=int, default=24 * 60, metavar="MINUTES", help="time limit per run (submitit)")
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """`a b` or `a,b` -> [a, b]."""
+    return None if values is None else [v for item in values for v in item.split(",") if v]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -192,6 +220,29 @@ def _writable(path: Path) -> None:
         raise UserError(f"cannot write the plot {path}: {folder} is a file, not a folder")
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from dmc.engine.sweep import Grid, Launch, open_sweep, run_sweep, summarize
+
+    launch = Launch(args.launcher, args.jobs, args.threads, args.gpus_per_run, args.time, args.partition,
+                    args.cpus_per_run)
+    launch.check()
+    given = {"benchmarks": _names(args.benchmarks), "methods": _names(args.methods), "seeds": _seeds(args.seeds),
+             "sets": args.sets or None, "smoke": args.smoke or None, "backbone": args.backbone}
+    given = {k: v for k, v in given.items() if v is not None}
+    grid = open_sweep(args.out, Grid(**given) if given else None)
+    text, failed = summarize(args.out, run_sweep(args.out, grid, launch))
+    print(text)
+    return 1 if failed else 0
+
+
+def _seeds(values: list[str] | None) -> list[int] | None:
+    names = _names(values)
+    try:
+        return None if names is None else [int(v) for v in names]
+    except ValueError:
+        raise UserError(f"bad value for --seeds: {' '.join(values)}; seeds are integers, e.g. --seeds 1 2 3") from None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from dmc.config import ModelConfig
     from dmc.data.sources.files import collect_images
@@ -271,7 +322,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare,
+COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare, "sweep": cmd_sweep,
             "predict": cmd_predict, "world": cmd_world,
             "pretrain-toy": cmd_pretrain_toy, "bench-ot": cmd_bench_ot,
             "bench-speed": cmd_bench_speed, "bench-ridge": cmd_bench_ridge}
