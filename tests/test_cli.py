@@ -1,5 +1,7 @@
 """The command line: plans, listings, and one clear line + exit 2 for every kind of bad input."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -160,3 +162,47 @@ def test_compare_by_setting_averages_seeds(capsys, tmp_path):
     assert code == 0
     row = [line for line in out.splitlines() if line.startswith("| zs |")]
     assert len(row) == 1 and "| 0, 1 |" in row[0] and "±" in row[0]
+
+
+def test_config_errors_come_before_torch_loads(tmp_path):
+    """A typo costs a fraction of a second: every command checks what it can before torch or open_clip
+    is imported (names, values, run directories, images)."""
+    script = ("import json, sys\nfrom dmc.cli import main\n"
+              "for argv in json.loads(sys.argv[1]):\n"
+              "    print(main(argv), 'torch' in sys.modules or 'open_clip' in sys.modules)\n")
+    cases = [["run", "--method", "nope"], ["run", "--benchmark", "synthetic", "--backbone", "no-such-net"],
+             ["run", "--set", "vision.lr=fast"], ["run", "--benchmark", "imagefolder"], ["run", "--threads", "0"],
+             ["run", "--resume", str(tmp_path)], ["run", "--bogus"],
+             ["sweep", "--out", str(tmp_path / "s"), "--methods", "nope"], ["sweep", "--out", str(tmp_path / "s"), "--jobs", "0"],
+             ["predict", str(tmp_path), str(tmp_path)], ["compare", str(tmp_path)]]
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.stdout.split("\n")[:-1] == ["2 False"] * len(cases), proc.stdout + proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("dmc: error:")]) == len(cases)
+
+
+def test_catalog_names_every_builtin_method_and_backbone():
+    from dmc import catalog
+    from dmc.methods import METHODS
+    from dmc.models.clip import BACKBONES
+
+    builtin = {n for n in METHODS.names() if METHODS.get(n).__module__.startswith("dmc.methods")}
+    assert set(catalog.METHODS) == builtin and set(catalog.BACKBONES) == set(BACKBONES.names())
+    import open_clip
+
+    assert catalog.open_clip_models() == set(open_clip.list_models())
+
+
+def test_output_to_a_file_is_one_line_per_stage_and_task_and_run_log_keeps_it(tmp_path):
+    """Not a terminal: no bar redraws, one line per finished stage (epochs, loss, seconds) and per task."""
+    argv = [sys.executable, "-m", "dmc", "run", "--benchmark", "synthetic", "--method", "dmc", "--smoke",
+            "--threads", "1", "--out", str(tmp_path / "r")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\r" not in proc.stderr and "\x1b[" not in proc.stderr
+    lines = [line.removeprefix("dmc: ") for line in proc.stderr.splitlines()]
+    stages = [line for line in lines if " stage " in line and "epoch" in line and "loss" in line]
+    tasks = [line for line in lines if line.startswith("task ") and "A_t" in line]
+    assert len(stages) == 6 and len(tasks) == 3 and tasks[0].startswith("task 1/3: A_t")
+    logged = (tmp_path / "r" / "run.log").read_text()
+    assert all(line in logged for line in stages + tasks) and "finished: Avg" in logged

@@ -108,6 +108,6 @@ def test_task_tokens_and_drift_diagnostics_in_a_run(tmp_path):
         assert set(d) >= {"stored", "calibrated"} and d["stored"] >= 0 and d["calibrated"] >= 0
     from safetensors.torch import load_file
 
-    state = load_file(str(out / "checkpoints" / "task_02.safetensors"))
+    state = load_file(str(out / "checkpoints" / "task_03.safetensors"))
     assert {"prompt.task_ctx.0", "prompt.task_ctx.2"} <= set(state)
     assert any(k.startswith("memory.") for k in state) and any(k.startswith("visual.") for k in state)

@@ -29,7 +29,7 @@ def test_every_baseline_runs_a_three_task_sequence(method, tmp_path):
     assert rec["classes_seen"] == 12 and len(rec["acc_row"]) == T and "time_s" in rec
     assert (out / "accuracy.png").stat().st_size > 1000
     assert (out / "config.yaml").exists() and json.loads((out / "plan.json").read_text())["class_order"]
-    ckpt = out / "checkpoints" / f"task_{T - 1:02d}.safetensors"
+    ckpt = out / "checkpoints" / f"task_{T:02d}.safetensors"
     assert ckpt.exists()
     load_file(str(ckpt))
 
@@ -50,8 +50,8 @@ def test_resume_matches_uninterrupted_run_exactly(tmp_path):
     a = json.loads((full / "summary.json").read_text())["acc_matrix"]
     b = json.loads((resumed / "summary.json").read_text())["acc_matrix"]
     assert a == b
-    full_last = load_file(str(full / "checkpoints" / "task_02.safetensors"))
-    res_last = load_file(str(resumed / "checkpoints" / "task_02.safetensors"))
+    full_last = load_file(str(full / "checkpoints" / "task_03.safetensors"))
+    res_last = load_file(str(resumed / "checkpoints" / "task_03.safetensors"))
     assert full_last.keys() == res_last.keys()
     assert all((full_last[k] == res_last[k]).all() for k in full_last)
 

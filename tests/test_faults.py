@@ -59,7 +59,7 @@ def reference(tmp_path_factory, one_thread):
 
 def outcome(out):
     """The accuracy matrix and the last checkpoint (every trained tensor: tower, prompts, memory)."""
-    last = load_file(str(out / "checkpoints" / "task_02.safetensors"))
+    last = load_file(str(out / "checkpoints" / "task_03.safetensors"))
     return json.loads((out / "summary.json").read_text())["acc_matrix"], {k: v.tolist() for k, v in last.items()}
 
 
@@ -98,7 +98,7 @@ def resume(path):
 
 # stage 1, the memory step (features under the new encoder), calibration, stage 2, evaluation, writes
 POINTS = [("fit:task 2 stage 1", 2), ("encode:task 2 features", 1), ("encode:old-encoder features", 1),
-          ("fit:task 3 stage 2", 1), ("predict:task 2 eval", 1), ("write:task_01.safetensors", 1),
+          ("fit:task 3 stage 2", 1), ("predict:task 2 eval", 1), ("write:task_02.safetensors", 1),
           ("write:metrics.jsonl", 3), ("finish", 1)]
 
 
@@ -140,7 +140,7 @@ def test_every_point_in_process(reference, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["fit:task 1 stage 1#2", "encode:task 2 features", "fit:task 3 stage 2",
-                                   "predict:task 3 eval", "write:task_02.safetensors", "write:metrics.jsonl#2"])
+                                   "predict:task 3 eval", "write:task_03.safetensors", "write:metrics.jsonl#2"])
 def test_sigkill_at_each_kind_of_work(reference, tmp_path, point):
     proc = sigkill_run(tmp_path / "run", point)
     assert proc.returncode == -9, proc.stderr[-2000:]

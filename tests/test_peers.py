@@ -55,7 +55,7 @@ def test_ranpac_chooses_lambda_per_task_and_resumes_exactly(tmp_path):
     from dmc.analytic import RIDGE_GRID
 
     assert all(r["ridge"] in RIDGE_GRID and r["stored_images"] == 0 for r in _records(full))
-    last = load_file(str(full / "checkpoints" / "task_02.safetensors"))
+    last = load_file(str(full / "checkpoints" / "task_03.safetensors"))
     assert sorted(last) == ["readout.gram", "readout.lam", "readout.q", "readout.seed"]  # no projection matrix
     assert last["readout.gram"].dtype == torch.float64 and last["readout.q"].shape == (64, 12)
     resumed = run(None, resume=killed_copy(full, tmp_path / "killed", finished_tasks=1), rt=QUIET)
@@ -147,7 +147,7 @@ def test_proof_resume_restores_exemplars_and_selects_nothing_again(tmp_path, mon
     cfg = tiny_cfg("proof", proof__epochs=2, memory__exemplars_per_class=3)
     full = run(cfg, out=tmp_path / "full", rt=QUIET)
     killed = killed_copy(full, tmp_path / "killed", finished_tasks=2)
-    kept = load_file(str(killed / "checkpoints" / "task_01.safetensors"))
+    kept = load_file(str(killed / "checkpoints" / "task_02.safetensors"))
     calls = []
     herding = base.herding
     monkeypatch.setattr(base, "herding", lambda f, m: calls.append(len(f)) or herding(f, m))
@@ -157,8 +157,8 @@ def test_proof_resume_restores_exemplars_and_selects_nothing_again(tmp_path, mon
     assert a["acc_matrix"] == b["acc_matrix"] and b["stored_images"] == 36 and b["tasks"] == 3
     assert [r["stored_images"] for r in _records(resumed)] == [12, 24, 36]  # 3 per class
     assert "| proof | synthetic |" in compare_table([resumed]) and "| 36 |" in compare_table([resumed])
-    last = load_file(str(resumed / "checkpoints" / "task_02.safetensors"))
-    again = load_file(str(full / "checkpoints" / "task_02.safetensors"))
+    last = load_file(str(resumed / "checkpoints" / "task_03.safetensors"))
+    again = load_file(str(full / "checkpoints" / "task_03.safetensors"))
     assert last.keys() == again.keys() and all(torch.equal(last[k], again[k]) for k in last)
     ex = [k for k in kept if k.startswith("exemplars.rows.")]
     assert len(ex) == 8 and all(torch.equal(last[k], kept[k]) for k in ex)

@@ -125,13 +125,13 @@ def test_three_task_run_with_hinge_and_fusion_resumes_exactly(tmp_path):
     assert all(len(r["loss"]) == 3 and all(math.isfinite(v) for v in r["loss"]) for r in records)
     assert "fusion_mean_lambda" not in records[0]  # nothing to fuse with after the first task
     assert all(cfg.rapf.fusion_bias <= r["fusion_mean_lambda"] < 1.0 for r in records[1:])
-    last = load_file(str(full / "checkpoints" / "task_02.safetensors"))
+    last = load_file(str(full / "checkpoints" / "task_03.safetensors"))
     assert last["adapter.weight"].shape[0] == last["adapter.weight"].shape[1]
     assert sum(k.startswith("memory.mean.") for k in last) == 12
     killed = killed_copy(full, tmp_path / "killed", finished_tasks=2)  # killed during task 3
     resumed = run(None, resume=killed, rt=QUIET)
     assert json.loads((resumed / "summary.json").read_text())["acc_matrix"] == summary["acc_matrix"]
-    again = load_file(str(resumed / "checkpoints" / "task_02.safetensors"))
+    again = load_file(str(resumed / "checkpoints" / "task_03.safetensors"))
     assert again.keys() == last.keys() and all(torch.equal(again[k], last[k]) for k in last)
 
 

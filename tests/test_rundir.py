@@ -2,6 +2,7 @@
 that finished no task gives way to the next one on the same --out."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -78,10 +79,10 @@ def test_torn_metrics_line_and_checkpoint_fall_back_to_the_last_good_task(caplog
     lines = (torn_line / "metrics.jsonl").read_text().splitlines()
     (torn_line / "metrics.jsonl").write_text("\n".join(lines[:2] + [lines[2][: len(lines[2]) // 2]]))
     torn_ckpt = killed_copy(full_run, tmp_path / "ckpt", finished_tasks=2)
-    ckpt = torn_ckpt / "checkpoints" / "task_01.safetensors"
+    ckpt = torn_ckpt / "checkpoints" / "task_02.safetensors"
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     for path, note, after in ((torn_line, "metrics.jsonl line 3 is unreadable", 2),
-                              (torn_ckpt, "checkpoint task_01.safetensors is unreadable", 1)):
+                              (torn_ckpt, "checkpoint task_02.safetensors is unreadable", 1)):
         caplog.clear()
         resumed = run(None, resume=path, rt=QUIET)
         warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -94,6 +95,7 @@ def test_a_run_that_finished_no_task_gives_way_and_the_advice_works(capsys, tmp_
     code, _, err, errors = cli(capsys, *SMOKE, "--out", out, "--set", "vision.lr=1e6")
     assert code == 2 and len(errors) == 1 and "--set vision.lr=1e-5" in errors[0], err
     assert "finished no task: the same --out can be used again" in errors[0]
+    assert "ERROR error: " in (out / "run.log").read_text()  # the run's own record of why it stopped
     code, _, err, errors = cli(capsys, "run", "--resume", out, "--quiet")  # it is a run: resume says why it fails
     assert code == 2 and "non-finite" in errors[0], err
     code, _, err, _ = cli(capsys, *SMOKE, "--out", out, "--set", "vision.lr=1e-5")
@@ -146,3 +148,48 @@ def test_a_config_field_added_later_does_not_look_like_an_edit(tmp_path, monkeyp
     assert "shrink_few" not in (full / "config.yaml").read_text()
     killed = killed_copy(full, tmp_path / "killed", finished_tasks=2)
     assert acc_matrix(run(None, resume=killed, rt=QUIET)) == acc_matrix(full)
+
+
+def test_tasks_are_numbered_from_1_in_files(full_run):
+    assert [json.loads(line)["task"] for line in (full_run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert sorted(p.name for p in (full_run / "checkpoints").iterdir()) == [
+        "task_01.safetensors", "task_02.safetensors", "task_03.safetensors"]
+
+
+def old_numbering(run, dest):
+    """A copy of a run as runs were written before tasks were numbered from 1 (first task 0)."""
+    shutil.copytree(run, dest)
+    lines = [json.loads(line) for line in (dest / "metrics.jsonl").read_text().splitlines()]
+    (dest / "metrics.jsonl").write_text("".join(json.dumps({**r, "task": r["task"] - 1}) + "\n" for r in lines))
+    for k in range(1, len(lines) + 1):
+        (dest / "checkpoints" / f"task_{k:02d}.safetensors").rename(dest / "checkpoints" / f"task_{k - 1:02d}.safetensors")
+    return dest
+
+
+def test_a_run_numbered_from_0_is_read_resumed_and_continued_in_its_numbering(full_run, tmp_path):
+    old = old_numbering(full_run, tmp_path / "old")
+    assert [r["task"] for r in RunDir(old).records()] == [1, 2, 3] and RunDir(old).trained_task() == 3
+    killed = killed_copy(old, tmp_path / "killed", finished_tasks=2)
+    assert RunDir(killed).done_tasks() == 2
+    resumed = run(None, resume=killed, rt=QUIET)
+    assert acc_matrix(resumed) == acc_matrix(full_run)
+    assert [json.loads(line)["task"] for line in (resumed / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+    assert (resumed / "checkpoints" / "task_02.safetensors").exists()
+    assert not (resumed / "checkpoints" / "task_03.safetensors").exists()
+
+
+def test_run_log_keeps_the_console_lines_and_why_a_run_stopped(tmp_path, monkeypatch):
+    import dmc.methods.simplecil as simplecil
+
+    train = simplecil.SimpleCIL.train_task
+
+    def boom(self, task):
+        if task.index == 1:
+            raise RuntimeError("boom in task 2")
+        return train(self, task)
+
+    monkeypatch.setattr(simplecil.SimpleCIL, "train_task", boom)
+    with pytest.raises(RuntimeError):
+        run(tiny_cfg("simplecil"), out=tmp_path / "r", rt=QUIET)
+    log = (tmp_path / "r" / "run.log").read_text()
+    assert "task 1/3: A_t" in log and "Traceback" in log and "RuntimeError: boom in task 2" in log

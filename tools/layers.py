@@ -16,14 +16,14 @@ import sys
 from pathlib import Path
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [  # bottom to top
-    ("base", ("__init__", "errors", "registry", "files", "faults")),
+    ("base", ("errors", "registry", "files", "faults")),
     ("config", ("config",)),
     ("numerics, data, models, run directories",
-     ("metrics", "schedule", "analytic", "memory", "calibration", "data", "models", "rundir", "report")),
+     ("metrics", "schedule", "analytic", "memory", "calibration", "data", "models", "rundir", "report", "catalog")),
     ("training support", ("training",)),
     ("methods", ("methods",)),
     ("engine", ("engine",)),
-    ("entry points", ("cli", "__main__")),
+    ("entry points", ("cli", "__main__", "__init__")),  # `dmc.load` imports the engine when called
 ]
 RANK = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}
 SRC = Path(__file__).resolve().parents[1] / "src" / "dmc"

@@ -1,3 +1,16 @@
-"""dmc: CLIP-based class-incremental learning (DMC, DMC-OT and baselines)."""
+"""dmc: CLIP-based class-incremental learning (DMC, DMC-OT and baselines).
+
+`dmc.load(run_dir)` gives the model a run trained (`classes`, `predict(images)`; see `dmc.engine.predict`).
+Importing `dmc` loads nothing heavy: torch comes with the first call that needs it.
+"""
+from __future__ import annotations
 
 __version__ = "0.1.0"
+
+
+def load(run_dir, task: int | None = None, device: str = "auto"):
+    """The trained model of a run directory after task `task` (from 1; default: the last): a
+    `dmc.engine.predict.Predictor` with `classes` and `predict(images, topk=5)`."""
+    from dmc.engine.predict import load as load_run
+
+    return load_run(run_dir, task, device)

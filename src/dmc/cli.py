@@ -1,10 +1,15 @@
-"""Command line: parse, build the config, call the library. Nothing else lives here."""
+"""Command line: parse, build the config, call the library. Nothing else lives here.
+
+Everything a command can check without torch (flags, the resolved config, names, run directories, image
+files) is checked before the library that needs torch is imported: a typo costs a fraction of a second.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from dmc.errors import UserError
@@ -12,8 +17,14 @@ from dmc.errors import UserError
 log = logging.getLogger("dmc")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """A bad command line ends like any other user error: one line, exit 2."""
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dmc", description="CLIP-based class-incremental learning: DMC, DMC-OT and baselines.")
+    p = _Parser(prog="dmc", description="CLIP-based class-incremental learning: DMC, DMC-OT and baselines.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a class-incremental experiment (default: DMC-OT on the offline glyph world)")
     r.add_argument("--benchmark", help="benchmark name (dmc list)")
@@ -25,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config field, e.g. --set vision.lr=1e-4 (repeatable)")
     r.add_argument("--smoke", action="store_true", help="tiny version: 3 tasks, 1 epoch per stage, few images")
     r.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an unfinished run")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--quiet", action="store_true", help="no progress bars (bars are only drawn on a terminal)")
     r.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     pl = sub.add_parser("plan", help="print the class order and each task's classes (no images loaded)")
     pl.add_argument("benchmark")
@@ -33,11 +44,21 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     pl.add_argument("--json", action="store_true")
     sub.add_parser("list", help="list benchmarks, methods and backbones")
-    c = sub.add_parser("compare", help="Markdown table of Avg/Last/forgetting and a plot of A_t curves")
+    c = sub.add_parser("compare", help="Markdown table of Avg/Last/forgetting (and a plot of A_t curves)")
     c.add_argument("runs", nargs="+", type=Path)
-    c.add_argument("--plot", type=Path, default=Path("compare.png"))
+    c.add_argument("--plot", type=Path, help="also write the A_t curves to this PNG file")
     c.add_argument("--by-setting", action="store_true",
                    help="one row per setting: runs named <setting>-s<seed> are averaged (mean ± std over seeds)")
+    _sweep_parser(sub)
+    pr = sub.add_parser("predict", help="class names and scores of images, from the model a run trained")
+    pr.add_argument("run", type=Path, metavar="RUN_DIR")
+    pr.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER", help="folders are searched recursively")
+    pr.add_argument("--task", type=int, help="the model after task K (1..T; default: the last)")
+    pr.add_argument("--topk", type=int, default=5)
+    pr.add_argument("--format", choices=("json", "csv"), default="json",
+                    help="json: one object per line and image; csv: one row per image and rank")
+    pr.add_argument("--batch", type=int, help="images per batch (default: the run's eval.batch_size)")
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     w = sub.add_parser("world", help="the offline glyph world")
     w.add_argument("--sheet", type=Path, required=True, help="write a contact sheet PNG of both domains")
     t = sub.add_parser("pretrain-toy", help="build (or rebuild) the cached toy CLIP and print its zero-shot accuracy")
@@ -64,18 +85,42 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _sweep_parser(sub) -> None:
+    s = sub.add_parser("sweep", help="a grid of runs (benchmarks x methods x --set alternatives x seeds) in one "
+                                     "folder, then its table over seeds")
+    s.add_argument("--out", type=Path, required=True, help="the sweep's folder (run again to continue it)")
+    s.add_argument("--benchmarks", nargs="+", metavar="B", help="benchmark names (default: glyphs)")
+    s.add_argument("--methods", nargs="+", metavar="M", help="method names (default: dmc-ot)")
+    s.add_argument("--seeds", nargs="+", metavar="N", help="seeds, e.g. 1 2 3 or 1,2,3 (default: 1993)")
+    s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every run; a key given again is an alternative that varies")
+    s.add_argument("--smoke", action="store_true", help="tiny runs (3 tasks, 1 epoch per stage, few images)")
+    s.add_argument("--backbone")
+    s.add_argument("--jobs", type=int, help="runs at once (default: 1; with slurm: all)")
+    s.add_argument("--threads", type=int, help="torch threads per run (default: this machine's cores // jobs)")
+    s.add_argument("--launcher", default="process",
+                   help="process: child processes here (default); local: submitit's local executor; "
+                        "slurm: submitit's Slurm executor")
+    s.add_argument("--partition", help="Slurm partition")
+    s.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per run (more than one: torchrun)")
+    s.add_argument("--cpus-per-run", type=int, help="CPUs per run asked of the scheduler")
+    s.add_argument("--time", type=int, default=24 * 60, metavar="MINUTES", help="time limit per run (submitit)")
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """`a b` or `a,b` -> [a, b]."""
+    return None if values is None else [v for item in values for v in item.split(",") if v]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from dmc import config
-    from dmc.engine.loop import run
+    from dmc import catalog, config
+    from dmc.rundir import RunDir
 
     if args.threads is not None:
-        import torch
-
         _at_least_one(threads=args.threads)
-        torch.set_num_threads(args.threads)
     if args.resume is not None:
         _resume_alone(args)
-        path = run(None, resume=args.resume, rt=_rt_quiet(args))
+        cfg = config.load(RunDir.config_of(args.resume))
     else:
         overrides = {}
         if args.backbone:
@@ -83,7 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.seed is not None:
             overrides["seed"] = args.seed
         cfg = config.resolve(args.benchmark, args.method, overrides, args.sets, smoke=args.smoke)
-        path = run(cfg, out=args.out, rt=_rt_quiet(args, cfg))
+        catalog.check(cfg)  # names, split, data root: before torch loads
+    path = _run(args, cfg)
     if path is None:  # a torchrun worker other than rank 0: rank 0 reports
         return 0
     summary = json.loads((path / "summary.json").read_text())
@@ -104,17 +150,23 @@ def _resume_alone(args: argparse.Namespace) -> None:
                         "be used with it; to change settings, start a new run with another --out")
 
 
-def _rt_quiet(args: argparse.Namespace, cfg=None):
-    if not args.quiet:
-        return None
+def _run(args: argparse.Namespace, cfg) -> Path | None:
+    """The run itself (torch and open_clip load here); logged lines print above the live bars."""
+    import torch
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from dmc.engine.loop import run
     from dmc.training.runtime import make_runtime
 
-    if cfg is None:
-        from dmc import config
-        from dmc.rundir import RunDir
-
-        cfg = config.load(RunDir.config_of(args.resume))
-    return make_runtime(cfg.model.device, cfg.model.precision, progress=False, num_workers=cfg.data.num_workers)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    rt = None
+    if args.quiet:
+        rt = make_runtime(cfg.model.device, cfg.model.precision, progress=False, num_workers=cfg.data.num_workers)
+    with logging_redirect_tqdm():
+        if args.resume is not None:
+            return run(None, resume=args.resume, rt=rt)
+        return run(cfg, out=args.out, rt=rt)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -147,17 +199,68 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dmc.report import aggregate_table, compare_table, plot_compare
+    from dmc.report import plot, read_runs, table
 
-    print(aggregate_table(args.runs) if args.by_setting else compare_table(args.runs))
-    folder = next((f for f in args.plot.parents if f.exists()), None)
+    if args.plot is not None:
+        _writable(args.plot)
+    runs = read_runs(args.runs)
+    print(table(runs, by_setting=args.by_setting))
+    if args.plot is not None:
+        try:
+            plot(runs, args.plot, by_setting=args.by_setting)
+        except OSError as exc:
+            raise UserError(f"cannot write the plot {args.plot}: {exc.strerror or exc}") from None
+        print(f"\nA_t curves: {args.plot}")
+    return 0
+
+
+def _writable(path: Path) -> None:
+    folder = next((f for f in path.parents if f.exists()), None)
     if folder is not None and not folder.is_dir():
-        raise UserError(f"cannot write the plot {args.plot}: {folder} is a file, not a folder")
+        raise UserError(f"cannot write the plot {path}: {folder} is a file, not a folder")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from dmc.engine.sweep import Grid, Launch, open_sweep, run_sweep, summarize
+
+    launch = Launch(args.launcher, args.jobs, args.threads, args.gpus_per_run, args.time, args.partition,
+                    args.cpus_per_run)
+    launch.check()
+    given = {"benchmarks": _names(args.benchmarks), "methods": _names(args.methods), "seeds": _seeds(args.seeds),
+             "sets": args.sets or None, "smoke": args.smoke or None, "backbone": args.backbone}
+    given = {k: v for k, v in given.items() if v is not None}
+    grid = open_sweep(args.out, Grid(**given) if given else None)
+    text, failed = summarize(args.out, run_sweep(args.out, grid, launch))
+    print(text)
+    return 1 if failed else 0
+
+
+def _seeds(values: list[str] | None) -> list[int] | None:
+    names = _names(values)
     try:
-        plot_compare(args.runs, args.plot)
-    except OSError as exc:
-        raise UserError(f"cannot write the plot {args.plot}: {exc.strerror or exc}") from None
-    print(f"\nA_t curves: {args.plot}")
+        return None if names is None else [int(v) for v in names]
+    except ValueError:
+        raise UserError(f"bad value for --seeds: {' '.join(values)}; seeds are integers, e.g. --seeds 1 2 3") from None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from dmc.config import ModelConfig
+    from dmc.data.sources.files import collect_images
+    from dmc.rundir import RunDir
+
+    _at_least_one(topk=args.topk, **({} if args.batch is None else {"batch": args.batch}))
+    task = RunDir(args.run).trained_task(args.task)  # run, task and images are checked before torch loads
+    images = collect_images(args.images)
+    ModelConfig(device=args.device).check()
+    from dmc.engine.predict import load, write_predictions
+
+    model = load(args.run, task, args.device)
+    start = time.time()
+    out = model.predict(images, args.topk, args.batch)
+    seconds = time.time() - start
+    write_predictions(sys.stdout, images, out, task, args.format)
+    log.info("%d images in %.2f s (%.0f images/s), the model after task %d of %s", len(images), seconds,
+             len(images) / max(seconds, 1e-9), task, args.run)
     return 0
 
 
@@ -219,15 +322,16 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare, "world": cmd_world,
+COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare, "sweep": cmd_sweep,
+            "predict": cmd_predict, "world": cmd_world,
             "pretrain-toy": cmd_pretrain_toy, "bench-ot": cmd_bench_ot,
             "bench-speed": cmd_bench_speed, "bench-ridge": cmd_bench_ridge}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="dmc: %(message)s", stream=sys.stderr)
     try:
+        args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"dmc: error: {exc}", file=sys.stderr)

@@ -16,6 +16,13 @@ What keeps a run directory whole, whatever happens to the process that writes it
   run continues after the last task whose line and checkpoint are both good;
 - a folder whose run finished no task holds nothing worth keeping: a new run may take it over, so the
   advice of an error ("--set vision.lr=1e-5") works on the same `--out`.
+
+Tasks are numbered for people, from 1: the first task is `task 1` in the console, `"task": 1` in
+`metrics.jsonl` and `checkpoints/task_01.safetensors`. Run directories written before (numbered from 0)
+are read, resumed and continued in their own numbering; every method here takes and returns tasks from 1.
+
+The process that owns the folder also keeps its console log there (`run.log`: what the run logged, and
+the error or traceback it stopped on).
 """
 from __future__ import annotations
 
@@ -27,12 +34,14 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from dmc import faults
 from dmc.errors import UserError
 from dmc.files import atomic_path, write_text
+
+if TYPE_CHECKING:  # torch is imported where checkpoints are read or written, so reading a run is quick
+    import torch
 
 try:
     import fcntl
@@ -42,9 +51,9 @@ except ImportError:  # not POSIX: no lock (documented in the README's limits)
 log = logging.getLogger(__name__)
 
 CONFIG, PLAN, METRICS, SUMMARY, PLOT = "config.yaml", "plan.json", "metrics.jsonl", "summary.json", "accuracy.png"
-STATE, LOCK, CHECKPOINTS, SPLIT = "run.json", ".lock", "checkpoints", "split.txt"
+STATE, LOCK, CHECKPOINTS, SPLIT, LOG = "run.json", ".lock", "checkpoints", "split.txt", "run.log"
 # What a run directory may hold; anything else means the folder is not (only) a run, and is left alone.
-KNOWN = {CONFIG, PLAN, METRICS, SUMMARY, PLOT, STATE, LOCK, CHECKPOINTS, SPLIT}
+KNOWN = {CONFIG, PLAN, METRICS, SUMMARY, PLOT, STATE, LOCK, CHECKPOINTS, SPLIT, LOG}
 
 
 def default_out(benchmark: str, method: str) -> Path:
@@ -59,8 +68,8 @@ def digest(tree: object) -> str:
 _HELD: set[Path] = set()  # folders this process has locked (POSIX locks do not exclude their own process)
 
 
-def _task_of(name: str) -> int | None:
-    """`task_07.safetensors` -> 7; None for any other name."""
+def _number_of(name: str) -> int | None:
+    """`task_07.safetensors` -> 7 (the number in the file name); None for any other name."""
     stem = name.removesuffix(".safetensors")
     return int(stem[5:]) if stem.startswith("task_") and stem[5:].isdigit() and stem != name else None
 
@@ -74,6 +83,9 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._log: logging.Handler | None = None
+        self._level_before: int | None = None
+        self._first: int | None = None  # the number of the first task in the files: 1, or 0 (older runs)
 
     # ---------------------------------------------------------------- owning a folder
     @classmethod
@@ -86,6 +98,7 @@ class RunDir:
         try:
             rundir._check_new()
             rundir._clear()
+            rundir._start_log()
         except BaseException:
             rundir.close()
             raise
@@ -109,6 +122,8 @@ class RunDir:
         if (path / SUMMARY).exists():
             rundir.close()
             raise UserError(f"{path} is already finished; nothing to resume")
+        if lock:
+            rundir._start_log()
         return rundir
 
     def _acquire(self) -> None:
@@ -137,7 +152,8 @@ class RunDir:
         _HELD.add(key)
 
     def close(self) -> None:
-        """Release the lock (the OS releases it too when the process ends, however it ends)."""
+        """Stop the log and release the lock (the OS releases it too when the process ends, however it ends)."""
+        self._stop_log()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor drops the process's lock
             self._lock_fd = None
@@ -164,6 +180,43 @@ class RunDir:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         (self.path / CHECKPOINTS).mkdir()
 
+    # ---------------------------------------------------------------- the console log
+    def _start_log(self) -> None:
+        """Append what dmc logs (INFO and up) to `run.log` while this process owns the folder."""
+        handler = logging.FileHandler(self.path / LOG, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.setLevel(logging.INFO)
+        logger = logging.getLogger("dmc")
+        if logger.getEffectiveLevel() > logging.INFO:  # a library caller that configured no logging
+            self._level_before = logger.level
+            logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        self._log = handler
+
+    def _stop_log(self) -> None:
+        if self._log is None:
+            return
+        logger = logging.getLogger("dmc")
+        logger.removeHandler(self._log)
+        self._log.close()
+        self._log = None
+        if self._level_before is not None:
+            logger.setLevel(self._level_before)
+            self._level_before = None
+
+    def log_failure(self, exc: BaseException) -> None:
+        """Record in `run.log` (only: the console shows it already) why the run stopped: the one line of
+        a user error, or the traceback of anything else."""
+        if self._log is None:
+            return
+        if isinstance(exc, UserError):
+            msg, info = f"error: {exc}", None
+        elif isinstance(exc, KeyboardInterrupt):
+            msg, info = "interrupted", None
+        else:
+            msg, info = "the run stopped on an internal error", (type(exc), exc, exc.__traceback__)
+        self._log.handle(logging.LogRecord("dmc", logging.ERROR, __file__, 0, msg, None, info))
+
     # ---------------------------------------------------------------- the record of what the run is
     def seal(self, config_sha256: str, plan_sha256: str) -> None:
         """Record the digests of the resolved config and the plan (after `config.yaml` and `plan.json`)."""
@@ -187,22 +240,34 @@ class RunDir:
                             "file or dataset changed); restore it, or start a new run with another --out")
 
     # ---------------------------------------------------------------- metrics and checkpoints
-    def _read_records(self) -> tuple[list[dict], int | None]:
-        """The metrics lines up to the first unreadable one, and that line's number (None if all read)."""
+    def _lines(self) -> list[str]:
         f = self.path / METRICS
-        if not f.exists():
-            return [], None
+        return [line for line in f.read_text(errors="replace").splitlines() if line.strip()] if f.exists() else []
+
+    def _numbering(self) -> int:
+        """The number of the first task in this folder's files: 0 for runs written before tasks were
+        numbered from 1 (their first metrics line says `"task": 0`), else 1."""
+        if self._first is None:
+            lines = self._lines()
+            try:
+                self._first = 0 if lines and json.loads(lines[0]).get("task") == 0 else 1
+            except (json.JSONDecodeError, AttributeError):
+                self._first = 1
+        return self._first
+
+    def _read_records(self) -> tuple[list[dict], int | None]:
+        """The metrics lines up to the first unreadable one (tasks numbered from 1, whatever the file's
+        numbering), and that line's number (None if all read)."""
         out: list[dict] = []
-        for number, line in enumerate(f.read_text(errors="replace").splitlines(), start=1):
-            if not line.strip():
-                continue
+        shift = 1 - self._numbering()
+        for number, line in enumerate(self._lines(), start=1):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 return out, number
-            if not isinstance(rec, dict) or rec.get("task") != len(out):
+            if not isinstance(rec, dict) or rec.get("task") != len(out) + 1 - shift:
                 return out, number
-            out.append(rec)
+            out.append({**rec, "task": rec["task"] + shift})
         return out, None
 
     def records(self) -> list[dict]:
@@ -211,7 +276,7 @@ class RunDir:
     def done_tasks(self) -> int:
         """Number of leading tasks with a metrics line whose last one also has a checkpoint file."""
         n = len(self.records())
-        while n > 0 and not self.checkpoint_path(n - 1).exists():
+        while n > 0 and not self.checkpoint_path(n).exists():
             n -= 1
         return n
 
@@ -222,10 +287,10 @@ class RunDir:
         notes = [f"{METRICS} line {bad_line} is unreadable"] if bad_line is not None else []
         n = len(records)
         while n > 0:
-            path = self.checkpoint_path(n - 1)
+            path = self.checkpoint_path(n)
             if path.exists():
                 try:
-                    return n, load_file(str(path)), notes
+                    return n, self.load_checkpoint(n), notes
                 except Exception as exc:  # safetensors raises its own error types for a cut file
                     notes.append(f"checkpoint {path.name} is unreadable ({type(exc).__name__})")
             n -= 1
@@ -235,10 +300,11 @@ class RunDir:
         """Drop everything after task n (metrics lines, later checkpoints, temporary files); returns the
         kept metrics lines. The writer calls it once before continuing a run."""
         recs = self.records()[:n]
+        last = self._numbering() + n - 1  # the file number of task n
         self._write_records(recs)
         for ckpt in (self.path / CHECKPOINTS).glob("*"):
-            task = _task_of(ckpt.name)
-            if _is_temporary(ckpt.name) or (task is not None and task >= n):
+            number = _number_of(ckpt.name)
+            if _is_temporary(ckpt.name) or (number is not None and number > last):
                 ckpt.unlink()
         for entry in self.path.iterdir():
             if _is_temporary(entry.name):
@@ -249,24 +315,76 @@ class RunDir:
         self._write_records([*self.records(), record])
 
     def _write_records(self, records: list[dict]) -> None:
-        """The whole file is rewritten (a few lines per task): a killed run never leaves half a line."""
+        """The whole file is rewritten (a few lines per task): a killed run never leaves half a line.
+        `records` number tasks from 1; the file keeps its own numbering (an empty file starts afresh)."""
+        first = self._numbering() if records else 1
         with atomic_path(self.path / METRICS) as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+            tmp.write_text("".join(json.dumps({**r, "task": r["task"] - 1 + first}) + "\n" for r in records),
+                           encoding="utf-8")
             faults.point(f"write:{METRICS}")
+        self._first = first
 
     def checkpoint_path(self, task: int) -> Path:
-        return self.path / CHECKPOINTS / f"task_{task:02d}.safetensors"
+        """The checkpoint after task `task` (from 1): `task_01.safetensors` for the first task."""
+        return self.path / CHECKPOINTS / f"task_{task - 1 + self._numbering():02d}.safetensors"
+
+    def checkpoints(self) -> list[int]:
+        """The tasks (from 1) whose checkpoint file is present."""
+        shift = 1 - self._numbering()
+        found = (_number_of(p.name) for p in (self.path / CHECKPOINTS).glob("task_*.safetensors"))
+        return sorted(n + shift for n in found if n is not None and n + shift >= 1)
 
     def save_checkpoint(self, task: int, state: dict[str, torch.Tensor], keep: str = "all") -> None:
+        from safetensors.torch import save_file
+
         state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-        with atomic_path(self.checkpoint_path(task)) as tmp:
-            save_file(state, str(tmp), metadata={"task": str(task)})
-            faults.point(f"write:{self.checkpoint_path(task).name}")
-        if keep == "last" and task > 0:
+        path = self.checkpoint_path(task)
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata={"task": str(_number_of(path.name))})
+            faults.point(f"write:{path.name}")
+        if keep == "last" and task > 1:
             self.checkpoint_path(task - 1).unlink(missing_ok=True)
 
     def load_checkpoint(self, task: int) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
         return load_file(str(self.checkpoint_path(task)))
+
+    # ---------------------------------------------------------------- using what was trained
+    def plan(self) -> dict:
+        """The class plan the run recorded (`plan.json`: class order, each task's class names)."""
+        try:
+            plan = json.loads((self.path / PLAN).read_text())
+        except (OSError, json.JSONDecodeError):
+            plan = None
+        if not isinstance(plan, dict) or not isinstance(plan.get("tasks"), list):
+            raise UserError(f"{self.path} has no readable {PLAN}: not a run directory")
+        return plan
+
+    def trained_task(self, task: int | None = None) -> int:
+        """The task (from 1) whose trained model to use: `task`, or by default the last one of a finished
+        run. Refused in one line when the folder is not a run, or that task is out of range, not finished or
+        has no checkpoint."""
+        if not self.path.is_dir():
+            raise UserError(f"no such run directory: {self.path}")
+        if not (self.path / CONFIG).is_file():
+            raise UserError(f"{self.path} is not a run directory (no {CONFIG})")
+        n_tasks, done = len(self.plan()["tasks"]), self.done_tasks()
+        if task is None:
+            if not (self.path / SUMMARY).exists():
+                which = f"; or use one of its finished tasks (1..{done})" if done else ""
+                raise UserError(f"{self.path} is an unfinished run ({done} of {n_tasks} tasks done): finish it with "
+                                f"dmc run --resume {self.path}{which}")
+            task = n_tasks
+        if not 1 <= task <= n_tasks:
+            raise UserError(f"task {task} is out of range: {self.path} has tasks 1..{n_tasks}")
+        if task > done:
+            raise UserError(f"task {task} of {self.path} is not finished ({done} of {n_tasks} tasks done)")
+        if not self.checkpoint_path(task).exists():
+            kept = ", ".join(map(str, self.checkpoints())) or "none"
+            raise UserError(f"{self.path} kept no checkpoint of task {task} (checkpoint.keep=last keeps only the "
+                            f"last task's); tasks with a checkpoint: {kept}")
+        return task
 
     def write_summary(self, summary: dict) -> None:
         write_text(self.path / SUMMARY, json.dumps(summary, indent=1))

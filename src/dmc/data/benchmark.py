@@ -82,6 +82,17 @@ class Benchmark:
         return {"class_order": self.class_order,
                 "tasks": [[self.class_names[c] for c in task] for task in self.tasks]}
 
+    @classmethod
+    def from_plan(cls, name: str, plan: dict) -> Benchmark:
+        """The benchmark a run recorded in its `plan.json` (class order, each task's class names), without
+        the dataset: what a trained model needs to name its classes. Only the planned classes have names."""
+        import dmc.data.sources  # noqa: F401  (registers the sources)
+
+        names = [n for task in plan["tasks"] for n in task]
+        ends = np.cumsum([len(task) for task in plan["tasks"]])
+        tasks = [list(range(end - len(task), end)) for task, end in zip(plan["tasks"], ends.tolist())]
+        return cls(name, SOURCES.get(name), names, list(plan["class_order"]), tasks)
+
 
 def make_benchmark(cfg: RunConfig, seed: int, single_task: bool = False) -> Benchmark:
     """Build the benchmark of `cfg.benchmark` / `cfg.data` without loading any image."""

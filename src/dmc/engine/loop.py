@@ -71,17 +71,28 @@ def prepare(cfg: RunConfig | None, out: Path | None, resume: Path | None, rt: Ru
     bench = make_benchmark(cfg, cfg.seed, single_task=method_cls.single_task)
     rundir = open_rundir(cfg, bench, out, resume, rt)
     try:
-        seed_everything(derive_seed(cfg.seed, "backbone"))
-        backbone = build_backbone(cfg.model.backbone, cfg.model.pretrained)
+        backbone = seeded_backbone(cfg)
         fresh = rundir is not None and resume is None
         data = load_datasets(cfg, bench, backbone, rundir.path / SPLIT if fresh else None)
-        seed_everything(derive_seed(cfg.seed, "method"))
-        method = method_cls(cfg, backbone, bench, rt)
-    except BaseException:
+        method = seeded_method(cfg, backbone, bench, rt)
+    except BaseException as exc:
         if rundir is not None:
+            rundir.log_failure(exc)
             rundir.close()
         raise
     return cfg, rt, bench, data, method, rundir
+
+
+def seeded_backbone(cfg: RunConfig) -> Backbone:
+    """The run's backbone; what it does not load (a random `tiny` tower) comes from the run's seed."""
+    seed_everything(derive_seed(cfg.seed, "backbone"))
+    return build_backbone(cfg.model.backbone, cfg.model.pretrained)
+
+
+def seeded_method(cfg: RunConfig, backbone: Backbone, bench: Benchmark, rt: Runtime) -> Method:
+    """The run's method before any task, its random initialisation drawn from the run's seed."""
+    seed_everything(derive_seed(cfg.seed, "method"))
+    return METHODS.get(cfg.method)(cfg, backbone, bench, rt)
 
 
 def open_rundir(cfg: RunConfig, bench: Benchmark, out: Path | None, resume: Path | None,
@@ -128,6 +139,10 @@ def run(cfg: RunConfig | None, out: Path | None = None, resume: Path | None = No
     cfg, rt, bench, data, method, rundir = prepare(cfg, out, resume, rt)
     try:
         run_tasks(cfg, rt, bench, data, method, rundir, resume is not None, start_time)
+    except BaseException as exc:
+        if rundir is not None:
+            rundir.log_failure(exc)  # run.log keeps why the run stopped (a traceback for an internal error)
+        raise
     finally:
         rt.close()  # data-loader workers end with the run
         if rundir is not None:
@@ -142,9 +157,9 @@ def run_tasks(cfg: RunConfig, rt: Runtime, bench: Benchmark, data: dict, method:
     start, state, records = resume_point(rundir, rt) if resume else (0, None, [])
     writer = rundir if rt.is_main else None  # every rank may read the run directory; rank 0 writes it
     for rec in records:
-        R[rec["task"], : rec["task"] + 1] = rec["acc_row"]
+        R[rec["task"] - 1, : rec["task"]] = rec["acc_row"]
     elapsed_before = sum(rec.get("time_s", {}).get("total", 0.0) for rec in records)
-    bar = tqdm(range(T), desc=f"{cfg.method} on {bench.name}", disable=not (rt.progress and rt.is_main))
+    bar = tqdm(range(T), desc=f"{cfg.method} on {bench.name}", disable=not rt.bars)
     for t in bar:
         seed_everything(derive_seed(cfg.seed, "task", t))
         task = make_task(t, bench, data, cfg.seed, method.exemplar_rows())
@@ -159,7 +174,7 @@ def run_tasks(cfg: RunConfig, rt: Runtime, bench: Benchmark, data: dict, method:
             raise UserError(f"{exc}{_advice(writer, t)}") from None
         if writer is not None:
             writer.append_record(record)
-            writer.save_checkpoint(t, method.learned.state_dict(), keep=cfg.checkpoint.keep)
+            writer.save_checkpoint(t + 1, method.learned.state_dict(), keep=cfg.checkpoint.keep)
         bar.set_postfix(A=f"{record['A_t']:.1f}")
     if writer is not None:
         finish(writer, cfg, bench, R, time.time() - start_time + elapsed_before)
@@ -200,12 +215,14 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
     accs, counts = accuracies(counts_t)
     R[t, : t + 1] = accs
     a_t = metrics.incremental_accuracies(R[: t + 1, : t + 1], counts)[-1]
-    record = {"task": t, "classes_seen": len(task.seen), "A_t": a_t, "acc_row": accs, "counts": counts,
+    record = {"task": t + 1, "classes_seen": len(task.seen), "A_t": a_t, "acc_row": accs, "counts": counts,
               **metrics.old_new(R[: t + 1, : t + 1], counts, t), "stored_images": method.stored_images()}
     stage_times = info.pop("time_s", {})
     record.update({k: v for k, v in info.items()})
     record["time_s"] = {**stage_times, "train": t1 - t0, "eval": time.time() - t1, "total": time.time() - t0}
-    log.info("task %d/%d: A_t %.2f", t + 1, len(bench.tasks), a_t)
+    if method.rt.is_main:
+        old_new = "" if record["old"] is None else f" (old {record['old']:.2f}, new {record['new']:.2f})"
+        log.info("task %d/%d: A_t %.2f%s, %.1f s", t + 1, len(bench.tasks), a_t, old_new, record["time_s"]["total"])
     return record
 
 
@@ -243,3 +260,5 @@ def finish(rundir: RunDir, cfg: RunConfig, bench: Benchmark, R: np.ndarray, wall
     plot_run(summary, rundir.path / PLOT)
     faults.point("finish")
     rundir.write_summary(summary)
+    log.info("finished: Avg %.2f, Last %.2f, forgetting %.2f (%.0f s)", summary["avg"], summary["last"],
+             summary["forgetting"], wall)

@@ -1,7 +1,7 @@
 """Evaluation: top-1 over all seen classes (no task identity), per test sample of each task."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -14,29 +14,42 @@ from dmc.training.runtime import Runtime
 
 
 @torch.inference_mode()
-def predict(image_features: Callable[[torch.Tensor], torch.Tensor], protos: torch.Tensor, seen: list[int],
-            dataset: ImageDataset, rt: Runtime, batch_size: int, desc: str = "eval") -> np.ndarray:
-    """Predicted remapped labels (N,) for every sample: argmax of cos(image_features(x), protos) over the
-    `seen` classes, whose prototypes protos (C, D) are normalised."""
-    seen_t = torch.as_tensor(seen, device=rt.device)
-    preds = []
+def image_scores(image_features: Callable[[torch.Tensor], torch.Tensor], protos: torch.Tensor,
+                 dataset: ImageDataset, rt: Runtime, batch_size: int, desc: str = "eval") -> Iterator[torch.Tensor]:
+    """Per batch of the dataset (in order), the scores (B, C) cos(image_features(x), protos) against the
+    normalised prototypes protos (C, D): what evaluation and `dmc predict` rank classes by."""
     loader = rt.loader(dataset, batch_size)
-    for x, _ in tqdm(loader, desc=desc, leave=False, disable=not (rt.progress and rt.is_main)):
+    for x, _ in tqdm(loader, desc=desc, leave=False, disable=not rt.bars):
         faults.point(f"predict:{desc}")
         with rt.autocast():
             feats = image_features(x.to(rt.device, non_blocking=True))
-        scores = F.normalize(feats.float(), dim=-1) @ protos.t()  # (B, C)
-        preds.append(seen_t[scores.argmax(dim=1)].cpu())
-    return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+        yield F.normalize(feats.float(), dim=-1) @ protos.t()  # (B, C)
 
 
 @torch.inference_mode()
+def feature_scores(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], protos: torch.Tensor,
+                   feats: torch.Tensor, batch_size: int = 4096) -> Iterator[torch.Tensor]:
+    """Like `image_scores`, from cached image-encoder outputs feats (N, D) (methods whose image encoder is
+    frozen): `score(feats, protos)` (B, C), the method's `scores` hook, per batch."""
+    for f in feats.split(batch_size):
+        yield score(f, protos).float()
+
+
+def predict(image_features: Callable[[torch.Tensor], torch.Tensor], protos: torch.Tensor, seen: list[int],
+            dataset: ImageDataset, rt: Runtime, batch_size: int, desc: str = "eval") -> np.ndarray:
+    """Predicted remapped labels (N,) for every sample: argmax of `image_scores` over the `seen` classes."""
+    return _argmax(image_scores(image_features, protos, dataset, rt, batch_size, desc), seen, rt.device)
+
+
 def predict_features(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], protos: torch.Tensor,
                      feats: torch.Tensor, seen: list[int], batch_size: int = 4096) -> np.ndarray:
-    """Like `predict`, from cached image-encoder outputs feats (N, D) (methods whose image encoder is frozen):
-    argmax over the `seen` classes of `score(feats, protos)` (B, C), the method's `scores` hook."""
-    seen_t = torch.as_tensor(seen, device=feats.device)
-    preds = [seen_t[score(f, protos).float().argmax(dim=1)].cpu() for f in feats.split(batch_size)]
+    """Like `predict`, from cached image-encoder outputs feats (N, D): argmax of `feature_scores`."""
+    return _argmax(feature_scores(score, protos, feats, batch_size), seen, feats.device)
+
+
+def _argmax(batches: Iterable[torch.Tensor], seen: list[int], device: torch.device) -> np.ndarray:
+    seen_t = torch.as_tensor(seen, device=device)
+    preds = [seen_t[s.argmax(dim=1)].cpu() for s in batches]
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 

@@ -24,7 +24,7 @@ def encode_dataset(visual: nn.Module, dataset: ImageDataset, rt: Runtime, batch_
     """Unnormalised image features (N, D) and labels (N,) of a dataset, encoded once by `visual`."""
     feats, labels = [], []
     loader = rt.loader(dataset, batch_size)
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=not (rt.progress and rt.is_main)):
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not rt.bars):
         faults.point(f"encode:{desc}")
         with rt.autocast():
             feats.append(visual(x.to(rt.device, non_blocking=True)).float())

@@ -1,7 +1,9 @@
 """The one optimisation loop every stage of every method uses."""
 from __future__ import annotations
 
+import logging
 import math
+import time
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -11,6 +13,8 @@ from dmc import faults
 from dmc.errors import UserError
 from dmc.schedule import cosine_lr
 from dmc.training.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def fit(
@@ -44,7 +48,8 @@ def fit(
     total = max(1, epochs * per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total))
     history: list[float] = []
-    bar = tqdm(total=total, desc=desc, leave=False, disable=not (rt.progress and rt.is_main))
+    start = time.time()
+    bar = tqdm(total=total, desc=desc, leave=False, disable=not rt.bars)
     for epoch in range(epochs):
         running, count = 0.0, 0
         for batch in batches(epoch):
@@ -64,4 +69,7 @@ def fit(
             bar.set_postfix(loss=f"{running / count:.3f}")
         history.append(running / max(1, count))
     bar.close()
+    if rt.is_main:  # one line per finished stage: the figures of its bar, readable in a log file
+        log.info("%s: %d epoch%s, loss %.4f -> %.4f, %.1f s", desc, epochs, "s" * (epochs != 1), history[0],
+                 history[-1], time.time() - start)
     return history

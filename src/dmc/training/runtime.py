@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import os
 import random
+import sys
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -46,6 +47,12 @@ class Runtime:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def bars(self) -> bool:
+        """Live progress bars: only on rank 0, only when asked for, and only on a terminal. Elsewhere (a
+        log file, CI) each finished stage and task is one logged line instead of redrawn bars."""
+        return self.progress and self.is_main and sys.stderr.isatty()
 
     def autocast(self):
         if self.amp_dtype is None:

@@ -113,6 +113,38 @@ def scanned_samples(paths: Sequence[str], targets: Sequence[int], skip_corrupt: 
     return Samples(items=[str(paths[i]) for i in keep], targets=labels[keep])
 
 
+def collect_images(inputs: Sequence[str | Path]) -> list[str]:
+    """Image files named by `inputs` (files, or folders searched recursively in sorted order), each checked
+    to open; a missing path, a folder without images or an unreadable file is a DataError (one line)."""
+    found: list[str] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            images = list_images(item)
+            if not images:
+                raise DataError(f"{item} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            found += images
+        elif item.is_file():
+            found.append(str(item))
+        else:
+            raise DataError(f"no such image or folder: {item}")
+    check_readable(found)
+    return found
+
+
+def check_readable(paths: Sequence[str | Path]) -> None:
+    """Every path is an image file whose header PIL reads; else a DataError naming the first that is not."""
+    for path in paths:
+        if Path(path).is_dir():
+            raise DataError(f"{path} is a folder, not an image file")
+        try:
+            with Image.open(path):
+                pass
+        except FileNotFoundError:
+            raise DataError(f"no such image: {path}") from None
+        except _UNREADABLE as err:
+            raise DataError(f"unreadable image {path} ({type(err).__name__}: {err})") from None
+
+
 @functools.lru_cache(maxsize=None)
 def read_package_lines(filename: str) -> tuple[str, ...]:
     """Non-empty, non-comment (#) lines of a class-list file shipped in `dmc.data` (package data)."""

@@ -1,0 +1,62 @@
+"""An example method (docs/extending.md): each class's prototype mixes its template text feature with the
+mean of its images' features, on a frozen CLIP. tests/test_extending.py runs it for three tasks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dmc.config import Section
+from dmc.config.checks import within
+from dmc.methods import METHODS, Method
+from dmc.training.task import Task
+
+
+@dataclass
+class TextMeanConfig(Section):
+    alpha: float = 0.5  # weight of the template text feature in a prototype (0: image mean, 1: zero-shot)
+
+    def check(self) -> None:
+        within(self, "alpha", 0.0, 1.0)
+
+
+class ClassMeans(nn.Module):
+    """The mean image feature of every class seen so far, as a buffer: the checkpoint holds it."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("means", torch.zeros(0, dim))  # (C, D)
+
+    def grow(self, n: int) -> None:
+        extra = n - len(self.means)
+        if extra > 0:
+            self.means = torch.cat([self.means, self.means.new_zeros(extra, self.means.shape[1])])
+
+
+@METHODS.register("text-mean")
+class TextMean(Method):
+    name = "text-mean"
+    frozen_image_encoder = True  # the image tower never trains: the loop encodes the test set once
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.opts = getattr(self.cfg, "text_mean", TextMeanConfig())  # cfg.text_mean once RunConfig has it
+        self.memory = ClassMeans(self.model.visual.output_dim).to(self.rt.device)
+        self.learned["memory"] = self.memory  # what training changes: checkpointed, loaded on resume
+
+    def begin_task(self, task: Task) -> None:
+        self.memory.grow(max(task.seen) + 1)  # structure only: replayed on resume before the checkpoint loads
+
+    def train_task(self, task: Task) -> dict:
+        feats, labels = self.encode(task.train_plain, f"task {task.index + 1} features")  # (N, D), (N,)
+        for c in task.classes:
+            self.memory.means[c] = F.normalize(feats[labels == c], dim=-1).mean(0)
+        return {}
+
+    @torch.no_grad()
+    def class_features(self, classes: list[int]) -> torch.Tensor:
+        text = self.template_features(classes)  # (C, D), normalised
+        image = F.normalize(self.memory.means[classes], dim=-1)  # (C, D)
+        return F.normalize(self.opts.alpha * text + (1 - self.opts.alpha) * image, dim=-1)

@@ -1,0 +1,91 @@
+"""Sweeps: grid expansion and names, a recorded grid, skipping and resuming, child processes at once and
+submitit's local executor (the path a Slurm cluster takes)."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from dmc.engine.sweep import Grid, Launch, open_sweep, status
+from dmc.errors import UserError
+from tests.helpers import killed_copy
+
+TINY = ["--benchmarks", "synthetic", "--smoke", "--set", "model.backbone=tiny"]
+
+
+def test_grid_names_runs_by_what_varies():
+    grid = Grid(["synthetic"], ["dmc", "simplecil"], [1, 2],
+                ["vision.lr=1e-5", "vision.lr=1e-4", "replay.enabled=false", "data.root=/a b/c"])
+    names = [p.name for p in grid.points()]
+    assert len(names) == 8 and names[0] == "synthetic-dmc-vision.lr=1e-5-s1"
+    assert "synthetic-simplecil-vision.lr=1e-4-s2" in names
+    assert grid.points()[0].sets == ["vision.lr=1e-5", "replay.enabled=false", "data.root=/a b/c"]
+    assert [p.name for p in Grid(["synthetic"], ["dmc"], [3]).points()] == ["synthetic-dmc-s3"]
+
+
+def test_the_grid_is_recorded_checked_and_kept(tmp_path):
+    grid = Grid(["synthetic"], ["dmc"], [1, 2], ["vision.lr=1e-5"], smoke=True)
+    assert open_sweep(tmp_path, grid) == grid and open_sweep(tmp_path, None) == grid
+    assert yaml.safe_load((tmp_path / "sweep.yaml").read_text())["seeds"] == [1, 2]
+    with pytest.raises(UserError, match="holds another sweep"):
+        open_sweep(tmp_path, Grid(["synthetic"], ["dmc", "dmc-ot"], [1, 2], ["vision.lr=1e-5"], smoke=True))
+    for bad, needle in ((Grid(["synthetic"], ["nope"], [1]), "unknown method 'nope'"),
+                        (Grid(["nope"], ["dmc"], [1]), "unknown benchmark 'nope'"),
+                        (Grid(["synthetic"], ["dmc"], [1], ["vision.lr=fast"]), "bad value for vision.lr")):
+        with pytest.raises(UserError, match=needle):
+            open_sweep(tmp_path / "other", bad)
+    assert not (tmp_path / "other" / "sweep.yaml").exists()
+    with pytest.raises(UserError, match="must be >= 1"):
+        Launch(jobs=0).check()
+
+
+def sweep(folder, *argv):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "dmc", "sweep", "--out", str(folder), *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_finished_runs_are_skipped_and_unfinished_ones_resumed(tmp_path):
+    from dmc.engine.loop import run
+    from dmc.engine.sweep import run_sweep
+    from dmc.training.runtime import make_runtime
+
+    grid = open_sweep(tmp_path, Grid(["synthetic"], ["zeroshot"], [1, 2], ["model.backbone=tiny"], smoke=True))
+    first, second = (tmp_path / p.name for p in grid.points())
+    run(grid.points()[0].config(grid), out=first, rt=make_runtime("cpu", "fp32", progress=False))
+    killed_copy(first, second, finished_tasks=1)
+    assert status(first) == "finished" and status(second) == "unfinished" and status(tmp_path / "x") == "new"
+    assert grid.points()[1].argv(grid, tmp_path, 2) == ["run", "--resume", str(second), "--quiet", "--threads", "2"]
+    shutil.rmtree(second)
+    assert "--seed" in grid.points()[1].argv(grid, tmp_path, None)
+    shutil.copytree(first, second)
+    results = run_sweep(tmp_path, grid, Launch(launcher="slurm"))  # nothing left to run: no launcher is started
+    assert [r.status for r in results] == ["finished", "finished"] and all(r.outcome is None for r in results)
+
+
+def test_a_sweep_through_submitits_local_executor(tmp_path):
+    """The path a cluster takes (submitit), on this machine: one tiny run, then the table."""
+    folder = tmp_path / "sweep"
+    proc = sweep(folder, *TINY, "--methods", "zeroshot", "--seeds", "1", "--launcher", "local")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| synthetic-zeroshot | zeroshot | 1 |" in proc.stdout and (folder / "compare.png").exists()
+    assert (folder / "synthetic-zeroshot-s1" / "summary.json").exists() and list((folder / ".submitit").iterdir())
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_at_once_then_skips_and_resumes_through_submitit(tmp_path):
+    folder = tmp_path / "sweep"
+    proc = sweep(folder, *TINY, "--methods", "zeroshot", "simplecil", "--seeds", "1", "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| synthetic-simplecil | simplecil | 1 |" in proc.stdout and (folder / "compare.png").exists()
+    assert "\r" not in proc.stderr and "[2/2]" in proc.stderr
+    run = folder / "synthetic-simplecil-s1"
+    shutil.move(run, tmp_path / "full")
+    killed_copy(tmp_path / "full", run, finished_tasks=1)
+    assert status(run) == "unfinished" and status(folder / "synthetic-zeroshot-s1") == "finished"
+    proc = sweep(folder, "--launcher", "local")  # the recorded grid, through submitit's local executor
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1 finished, 1 to resume, 0 to start" in proc.stderr and "synthetic-simplecil-s1 resumed" in proc.stderr
+    assert (run / "summary.json").exists() and list((folder / ".submitit").iterdir())
