@@ -75,6 +75,8 @@ def prepare(cfg: RunConfig | None, out: Path | None, resume: Path | None, rt: Ru
         backbone = build_backbone(cfg.model.backbone, cfg.model.pretrained)
         fresh = rundir is not None and resume is None
         data = load_datasets(cfg, bench, backbone, rundir.path / SPLIT if fresh else None)
+        if fresh and backbone.provenance:  # what the weights are (the toy CLIP: its recipe and sha256)
+            config.add_provenance(rundir.path / CONFIG, {"backbone": backbone.provenance})
         seed_everything(derive_seed(cfg.seed, "method"))
         method = method_cls(cfg, backbone, bench, rt)
     except BaseException:
