@@ -1,6 +1,9 @@
 """The toy CLIP: config, preprocessing, checkpoint round trip, deterministic pretraining, cache."""
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -54,7 +57,7 @@ def test_preprocess_matches_batch_transform():
     assert a.shape == (3, 32, 32) and a.dtype == torch.float32
     assert torch.equal(a, b)
     assert a.min().item() == -1.0 and a.max().item() == 1.0
-    assert torch.equal(toy.images_to_tensor(arr[None])[0], a)
+    assert torch.equal(pre.batch(arr[None])[0], a)
 
 
 def test_save_load_round_trip(tmp_path):
@@ -68,7 +71,7 @@ def test_save_load_round_trip(tmp_path):
     images, _ = glyphs.render_clean([0, 1, 2], 2, seed=0)
     tokens = toy.toy_tokenizer()(["a rendering of the digit two.", "the character {}."])
     with torch.no_grad():
-        x = toy.images_to_tensor(images)
+        x = toy.toy_preprocess().batch(images)
         assert torch.equal(model.encode_image(x), loaded.encode_image(x))
         assert torch.equal(model.encode_text(tokens), loaded.encode_text(tokens))
     with pytest.raises(UserError):
@@ -95,13 +98,52 @@ def test_pretrain_is_deterministic():
 
 def test_zero_shot_accuracy_matches_manual(tiny_run):
     model, _ = tiny_run
-    tok, names = toy.toy_tokenizer(), glyphs.class_names()[:8]
+    names = glyphs.class_names()[:8]
     images, targets = glyphs.render_clean(range(8), 3, seed=5)
-    acc = toy.zero_shot_accuracy(model, tok, images, targets, names, "a rendering of the {}.")
-    protos = toy.text_prototypes(model, tok, names, "a rendering of the {}.")
+    acc = toy.zero_shot_accuracy(model, images, targets, names, "a rendering of the {}.")
+    with torch.no_grad():
+        protos = torch.nn.functional.normalize(
+            model.encode_text(toy.toy_tokenizer()([f"a rendering of the {n}." for n in names])), dim=-1)
     pred = (toy.encode_images(model, images) @ protos.T).argmax(1).numpy()
     assert acc == pytest.approx(float((pred == targets).mean()))
     assert acc in {k / 24 for k in range(25)}
+
+
+def test_pretraining_leaves_unused_token_rows_at_their_initial_values(tiny_run):
+    """Only the captions' rows of the token embedding train (CaptionEmbedding); the rest must be exactly
+    the initial weights, which is what lets the shipped file store the trained rows alone."""
+    model, _ = tiny_run
+    torch.manual_seed(TINY.seed)
+    init = toy.build_toy().token_embedding.weight
+    vocab = torch.unique(toy._caption_tokens(TINY, toy.toy_tokenizer()))
+    trained = model.token_embedding.weight.detach()
+    unused = torch.ones(len(init), dtype=torch.bool)
+    unused[vocab] = False
+    assert torch.equal(trained[unused], init[unused])
+    assert not torch.equal(trained[vocab], init[vocab])
+
+
+def test_shipped_format_round_trip_is_bit_exact(tiny_run, tmp_path):
+    model, report = tiny_run
+    path = toy.ship_toy(model, TINY, report, tmp_path / "toy-clip.safetensors")
+    assert path.stat().st_size < 0.4 * 4 * sum(p.numel() for p in model.parameters())  # no full token table
+    meta = toy.shipped_metadata(path)
+    assert json.loads(meta["pretrain"])["steps"] == TINY.steps and meta["key"] == toy.toy_key(TINY)
+    loaded = toy.load_shipped(TINY, path)
+    assert toy.state_sha256(loaded) == toy.state_sha256(model) == meta["sha256"]
+    assert toy.load_shipped(toy.PretrainConfig(**{**TINY.__dict__, "seed": 5}), path) is None  # other recipe
+
+
+def test_package_ships_the_default_toy_clip():
+    """The default `--backbone toy` needs no pretraining on a fresh install: the package carries weights
+    built from today's default recipe, and they reproduce their recorded sha256."""
+    meta = toy.shipped_metadata()
+    assert meta is not None, "src/dmc/models/weights/toy-clip.safetensors is missing"
+    cfg = toy.PretrainConfig()
+    assert json.loads(meta["pretrain"]) == json.loads(json.dumps(dataclasses.asdict(cfg)))
+    assert meta["key"] == toy.toy_key(cfg), "the default recipe changed: rebuild with `dmc pretrain-toy --ship`"
+    model = toy.load_shipped(cfg)
+    assert toy.state_sha256(model) == meta["sha256"]
 
 
 def test_cache_path_and_get_toy(tmp_cache):
@@ -115,13 +157,3 @@ def test_cache_path_and_get_toy(tmp_cache):
     assert path.is_file() and path.with_suffix(".json").is_file()
     cached = toy.get_toy(cfg, build_if_missing=False)
     assert all(torch.equal(v, cached.state_dict()[k]) for k, v in built.state_dict().items())
-
-
-def test_trimmed_text_encoder_matches_encode_text():
-    torch.manual_seed(2)
-    model = toy.build_toy().eval()
-    tokens = toy.toy_tokenizer()([t.format(n) for t in toy.TEMPLATES for n in glyphs.class_names()[::9]])
-    with torch.no_grad():
-        full, trimmed = model.encode_text(tokens), toy._encode_text_trimmed(model, tokens)
-    assert int((tokens != 0).sum(dim=1).max()) < tokens.shape[1]  # the trim is real
-    assert torch.allclose(full, trimmed, atol=1e-5)

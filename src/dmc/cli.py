@@ -60,9 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch", type=int, help="images per batch (default: the run's eval.batch_size)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     w = sub.add_parser("world", help="the offline glyph world")
-    w.add_argument("--sheet", type=Path, required=True, help="write a contact sheet PNG of both domains")
+    w.add_argument("--sheet", type=Path, help="write a contact sheet PNG of both domains")
+    w.add_argument("--regime", action="store_true",
+                   help="zero-shot, nearest class mean and analytic read-out of the frozen toy CLIP, and their ratios")
+    w.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="world settings, e.g. --set data.world.severity=0.3")
     t = sub.add_parser("pretrain-toy", help="build (or rebuild) the cached toy CLIP and print its zero-shot accuracy")
-    t.add_argument("--force", action="store_true", help="rebuild even if cached")
+    t.add_argument("--force", action="store_true",
+                   help="pretrain again (one thread, about 15 min) and check that it reproduces the shipped weights")
+    t.add_argument("--ship", action="store_true", help=argparse.SUPPRESS)  # maintainers: rewrite the shipped file
     b = sub.add_parser("bench-ot", help="time OT calibration (100 old classes x 256 samples vs 5000 features)")
     b.add_argument("--dim", type=int, default=512)
     b.add_argument("--device", default="cpu")
@@ -265,11 +271,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_world(args: argparse.Namespace) -> int:
-    from dmc.config import WorldConfig
+    from dmc import config
     from dmc.data.glyphs import write_sheet
 
-    write_sheet(args.sheet, WorldConfig())
-    print(f"contact sheet: {args.sheet}")
+    if args.sheet is None and not args.regime:
+        raise UserError("dmc world: give --sheet FILE.png and/or --regime")
+    world = config.resolve("glyphs", None, None, args.sets).data.world
+    if args.sheet is not None:
+        write_sheet(args.sheet, world)
+        print(f"contact sheet: {args.sheet}")
+    if args.regime:
+        from dmc.data.regime import glyph_regime, regime_table
+        from dmc.models.clip import build_backbone
+
+        result = glyph_regime(build_backbone("toy"), world)
+        print(regime_table(result, f"glyphs, severity {world.severity}"))
     return 0
 
 
@@ -277,13 +293,23 @@ def cmd_pretrain_toy(args: argparse.Namespace) -> int:
     from dmc.models import toy
 
     cfg = toy.PretrainConfig()
-    path = toy.toy_cache_path(cfg)
-    if args.force and path.exists():
-        path.unlink()
-    toy.get_toy(cfg)
-    report = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
-    zs = report.get("clean_zero_shot")
-    print(f"toy CLIP: {path}" + (f" (clean zero-shot {100 * zs:.1f}%)" if zs is not None else ""))
+    meta = toy.shipped_metadata() or {}
+    shipped = meta.get("key") == toy.toy_key(cfg)
+    if not (args.force or args.ship):
+        model = toy.get_toy(cfg)
+        where = toy.toy_cache_path(cfg) if toy.toy_cache_path(cfg).is_file() else toy.SHIPPED
+        print(f"toy CLIP: {where} (sha256 {toy.state_sha256(model)[:16]}); --force rebuilds it")
+        return 0
+    model, report = toy.build_and_cache(cfg)
+    digest = toy.state_sha256(model)
+    print(f"toy CLIP built: {toy.toy_cache_path(cfg)} (clean zero-shot {100 * report['clean_zero_shot']:.1f}%, "
+          f"sha256 {digest[:16]})")
+    if args.ship:
+        print(f"shipped weights written: {toy.ship_toy(model, cfg, report)}")
+    elif shipped:
+        same = digest == meta.get("sha256")
+        print("identical to the shipped weights" if same else
+              f"differs from the shipped weights (sha256 {meta.get('sha256', '')[:16]}): another torch build or CPU")
     return 0
 
 

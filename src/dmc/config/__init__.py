@@ -9,7 +9,7 @@ from dmc.config.methods import (SOLVERS, CalibrationConfig, DmcConfig, MemoryCon
                                 RapfConfig, ReplayConfig)
 from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
 from dmc.config.resolve import (
-    SMOKE, apply_dict, load, parse_set, resolve, save, saved_tree, set_key, to_dict, validate,
+    SMOKE, add_provenance, apply_dict, load, parse_set, resolve, save, saved_tree, set_key, to_dict, validate,
 )
 from dmc.config.run import CheckpointConfig, DiagnosticsConfig, EvalConfig, RunConfig
 
@@ -17,6 +17,6 @@ __all__ = [
     "SMOKE", "SOLVERS", "BadValue", "BenchmarkConfig", "CalibrationConfig", "CheckpointConfig", "DataConfig",
     "DiagnosticsConfig", "DmcConfig", "EvalConfig", "MemoryConfig", "ModelConfig", "PromptConfig",
     "ProofConfig", "RanpacConfig", "RapfConfig", "ReplayConfig", "RunConfig", "Section", "VisionConfig",
-    "WorldConfig", "apply_dict", "load", "parse_set", "resolve", "save", "saved_tree", "set_key", "to_dict",
+    "WorldConfig", "add_provenance", "apply_dict", "load", "parse_set", "resolve", "save", "saved_tree", "set_key", "to_dict",
     "validate",
 ]

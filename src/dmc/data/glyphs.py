@@ -40,7 +40,7 @@ FONT_SET_A = tuple(  # clean domain (pretraining)
 FONT_SET_B = tuple(f"DejaVuSerif{s}.ttf" for s in ("", "-Bold", "-Italic", "-BoldItalic")) + tuple(
     f"STIXGeneral{s}.ttf" for s in ("", "Bol", "Italic", "BolIta")
 )  # renditions domain
-_DOMAIN_CODE = {"clean": 1, "renditions": 2}
+_DOMAIN_CODE = {"clean": 1, "renditions": 2, "pretraining": 3}
 _SPLIT_CODE = {"train": 11, "test": 22}
 _LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -154,9 +154,55 @@ def _clean_colours(rng: np.random.Generator, colour: float) -> tuple[np.ndarray,
     return _contrasting(rng, float(bg @ _LUMA), 0.4), bg
 
 
-def _one_clean(rng: np.random.Generator, ch: str, fonts: Sequence[Path], colour: float) -> np.ndarray:
+def _warp(mask: Image.Image, rng: np.random.Generator, amplitude: float) -> Image.Image:
+    """A smooth random deformation: each pixel is read from a place displaced by a bicubic 4x4 field."""
+    h, w = mask.height, mask.width
+    field = [np.asarray(Image.fromarray(rng.uniform(-1, 1, (4, 4)).astype(np.float32), "F").resize(
+        (w, h), Image.BICUBIC)) * amplitude for _ in range(2)]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys, xs = np.clip(yy + field[0], 0, h - 1), np.clip(xx + field[1], 0, w - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    fy, fx, a = ys - y0, xs - x0, np.asarray(mask, np.float32)
+    top = a[y0, x0] * (1 - fx) + a[y0, x1] * fx
+    bottom = a[y1, x0] * (1 - fx) + a[y1, x1] * fx
+    return Image.fromarray(np.clip(top * (1 - fy) + bottom * fy + 0.5, 0, 255).astype(np.uint8))
+
+
+def _restyle(rng: np.random.Generator, mask: Image.Image) -> Image.Image:
+    """Synthetic type styles for pretraining, on a mask drawn at 2x: stroke weight (thinner by 0.5 px or bolder
+    by up to 1 px at 1x), slant, width and a smooth warp. They vary the letter forms the way other typefaces do,
+    without drawing any typeface of the benchmark."""
+    pad = mask.height // 3
+    canvas = Image.new("L", (mask.width + 2 * pad, mask.height + 2 * pad), 0)
+    canvas.paste(mask, (pad, pad))
+    weight = int(rng.integers(-1, 3))
+    if weight > 0:
+        canvas = canvas.filter(ImageFilter.MaxFilter(2 * weight + 1))
+    elif weight < 0:
+        thin = canvas.filter(ImageFilter.MinFilter(3))
+        if np.asarray(thin, np.float32).sum() > 0.4 * np.asarray(canvas, np.float32).sum():  # keep thin strokes
+            canvas = thin
+    shear, stretch = rng.uniform(-0.3, 0.3), rng.uniform(0.75, 1.25)
+    w, h = canvas.size
+    canvas = canvas.transform((w, h), Image.AFFINE, (1 / stretch, shear, -shear * h / 2 + (w - w / stretch) / 2,
+                                                     0, 1, 0), resample=Image.BICUBIC)
+    canvas = _warp(canvas, rng, rng.uniform(0.0, 0.06 * h))
+    return canvas.crop(canvas.getbbox() or (0, 0, 1, 1))
+
+
+def _styled_mask(rng: np.random.Generator, font: Path, size: int, ch: str, style: float) -> Image.Image:
+    """The glyph's mask at `size`, restyled (drawn at 2x, then box-downsampled) with probability `style`."""
+    if style <= 0 or rng.random() >= style:
+        return _glyph_mask(font, size, ch)
+    big = _restyle(rng, _glyph_mask(font, 2 * size, ch))
+    return big.resize((max(1, big.width // 2), max(1, big.height // 2)), Image.BOX)
+
+
+def _one_clean(rng: np.random.Generator, ch: str, fonts: Sequence[Path], colour: float,
+               style: float = 0.0) -> np.ndarray:
     font = fonts[rng.integers(len(fonts))]
-    mask = _glyph_mask(font, int(rng.integers(20, 25)), ch)
+    mask = _styled_mask(rng, font, int(rng.integers(20, 25)), ch, style)
     dx, dy = rng.uniform(-1.0, 1.0, size=2)
     m = np.asarray(_place(mask, SIZE, SIZE / 2 + dx, SIZE / 2 + dy), np.float32)[..., None] / 255.0
     fg, bg = _clean_colours(rng, colour)
@@ -186,11 +232,16 @@ def _background(rng: np.random.Generator, s: float) -> np.ndarray:
     return np.clip(c0 + 0.6 * s * (blot - 0.5) * 2, 0, 1)
 
 
-def _rendition_mask(rng: np.random.Generator, ch: str, fonts: Sequence[Path], s: float) -> np.ndarray:
-    """Geometric part of a rendition: drawn at 2x with scale, rotation and offset, box-downsampled."""
+def _rendition_mask(rng: np.random.Generator, ch: str, fonts: Sequence[Path], s: float,
+                    style: float = 0.0) -> np.ndarray:
+    """Geometric part of a rendition: drawn at 2x with scale, rotation and offset, box-downsampled.
+    `style` > 0 (pretraining only) restyles the letter form with that probability first."""
     font = fonts[rng.integers(len(fonts))]
     size = rng.integers(20, 25) * rng.uniform(1 - 0.3 * s, 1 + 0.15 * s)
-    mask = _glyph_mask(font, int(round(2 * size)), ch).rotate(
+    mask = _glyph_mask(font, int(round(2 * size)), ch)
+    if style > 0 and rng.random() < style:
+        mask = _restyle(rng, mask)
+    mask = mask.rotate(
         rng.uniform(-30 * s, 30 * s), resample=Image.BICUBIC, expand=True
     )
     dx, dy = rng.uniform(-6 * s, 6 * s, size=2)
@@ -198,8 +249,9 @@ def _rendition_mask(rng: np.random.Generator, ch: str, fonts: Sequence[Path], s:
     return np.asarray(big.resize((SIZE, SIZE), Image.BOX), np.float64)[..., None] / 255.0  # (32, 32, 1)
 
 
-def _one_rendition(rng: np.random.Generator, ch: str, fonts: Sequence[Path], s: float) -> np.ndarray:
-    m = _rendition_mask(rng, ch, fonts, s)
+def _one_rendition(rng: np.random.Generator, ch: str, fonts: Sequence[Path], s: float,
+                   style: float = 0.0) -> np.ndarray:
+    m = _rendition_mask(rng, ch, fonts, s, style)
     bg = _background(rng, s)  # (32, 32, 3)
     fg = _contrasting(rng, float(bg.mean(axis=(0, 1)) @ _LUMA), 0.45 - 0.2 * s)
     img = Image.fromarray(np.clip((bg * (1 - m) + fg * m) * 255 + 0.5, 0, 255).astype(np.uint8))
@@ -231,6 +283,31 @@ def render_clean(
     """
     fonts = font_paths("clean")
     return _render("clean", class_ids, n_per_class, seed, lambda r, ch: _one_clean(r, ch, fonts, colour))
+
+
+def render_pretraining(
+    class_ids: Sequence[int], n_per_class: int, seed: int, colour: float = 0.75, nuisance: float = 0.0,
+    nuisance_max: float = 0.3, style: float = 0.0, plain_fonts: str = "clean",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The toy CLIP's pretraining images, never a benchmark image.
+
+    A share `nuisance` is drawn in the renditions' style (geometric jitter, textured backgrounds, noise,
+    blur, at a severity drawn from U(0, nuisance_max)) but only in font set A; the rest are clean-style
+    glyphs (`render_clean`'s flat colours, upright, centred) in set A, or with `plain_fonts="all"` in sets A
+    and B. So pretraining has seen the benchmark's typefaces only as clean glyphs and the renditions' style
+    only on other typefaces: like real CLIP, which has seen photos of the objects and paintings of others,
+    the benchmark is a new combination of things it knows. A share `style` of the letter forms is restyled
+    (`_restyle`: stroke weight, slant, width, warp), standing in for the many typefaces of the web.
+    """
+    fonts = font_paths("clean")
+    plain = fonts + (font_paths("renditions") if plain_fonts == "all" else [])
+
+    def draw(rng: np.random.Generator, ch: str) -> np.ndarray:
+        if rng.random() < nuisance:
+            return _one_rendition(rng, ch, fonts, float(rng.uniform(0.0, nuisance_max)), style)
+        return _one_clean(rng, ch, plain, colour, style)
+
+    return _render("pretraining", class_ids, n_per_class, seed, draw)
 
 
 def render_renditions(

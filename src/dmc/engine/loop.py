@@ -74,6 +74,8 @@ def prepare(cfg: RunConfig | None, out: Path | None, resume: Path | None, rt: Ru
         backbone = seeded_backbone(cfg)
         fresh = rundir is not None and resume is None
         data = load_datasets(cfg, bench, backbone, rundir.path / SPLIT if fresh else None)
+        if fresh and backbone.provenance:  # what the weights are (the toy CLIP: its recipe and sha256)
+            config.add_provenance(rundir.path / CONFIG, {"backbone": backbone.provenance})
         method = seeded_method(cfg, backbone, bench, rt)
     except BaseException as exc:
         if rundir is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import open_clip
@@ -38,6 +38,7 @@ class Backbone:
     tokenizer: Callable[[list[str]], torch.Tensor]
     preprocess: Callable  # eval transform: PIL or uint8 array -> (3, H, W)
     preprocess_train: Callable  # training transform
+    provenance: dict = field(default_factory=dict)  # what a run records about the weights (toy: recipe, sha256)
 
 
 BACKBONES: Registry[Callable[[str | None], Backbone]] = Registry("backbone")
@@ -60,12 +61,16 @@ def build_tiny(pretrained: str | None = None) -> Backbone:
 
 @BACKBONES.register("toy")
 def build_toy(pretrained: str | None = None) -> Backbone:
-    """The project's own CLIP, pretrained on the clean glyph domain (built once, then cached)."""
+    """The project's own CLIP, pretrained on the clean glyph domain (shipped, or built once and cached);
+    `pretrained` may name another toy checkpoint file (e.g. one built with other pretraining settings)."""
     from dmc.models import toy
 
-    model = toy.get_toy()
-    norm = toy.toy_preprocess()
-    return Backbone("toy", model, toy.toy_tokenizer(), norm, norm)
+    if pretrained:
+        model = toy.load_toy(pretrained)
+        return toy.toy_backbone(model, toy.provenance(model, None, str(pretrained)))
+    cfg = toy.PretrainConfig()
+    model, where = toy.locate_toy(cfg)
+    return toy.toy_backbone(model, toy.provenance(model, cfg, where))
 
 
 DEFAULT_TAGS = {"ViT-B-16": "openai", "ViT-B-32": "openai", "ViT-L-14": "openai"}
