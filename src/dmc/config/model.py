@@ -52,11 +52,11 @@ class PromptConfig(Section):
     """Stage 2 of DMC, `coop`, `cotrain`: CoOp-style soft prompts."""
 
     enabled: bool = True  # [reconstruction] DMC stage 2 on/off (ablation "stage 2 off")
-    n_ctx: int | None = None  # [reconstruction] shared context tokens; None: the template prefix's length
+    n_ctx: int | None = None  # [reconstruction] context tokens (per class or shared); None: the template prefix's length
     init: str = "template"  # [reconstruction] template (word embeddings of the template prefix) | random
     task_tokens: int = 0  # [paper: DMC-OT (b)] learnable tokens per task before the context; 0 = off
     task_init: str = "random"  # [reconstruction] a new task's tokens: random (N(0, 0.02^2)) | zeros | previous (a copy of the last task's trained tokens)
-    context: str = "shared"  # [reconstruction] shared (CoOp's unified context) | class (CoOp's class-specific context)
+    context: str = "class"  # [reconstruction] class (CoOp's class-specific context; measured best, docs/results.md) | shared (CoOp's unified context)
     scale: float | None = None  # [reconstruction] logit scale of stage 2; None: CLIP's own
     lr: float = 2e-3  # [reconstruction] Adam learning rate
     epochs: int = 5  # [reconstruction] passes over the task's cached features
