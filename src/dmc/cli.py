@@ -283,7 +283,7 @@ def cmd_world(args: argparse.Namespace) -> int:
         write_sheet(args.sheet, world)
         print(f"contact sheet: {args.sheet}")
     if args.regime:
-        from dmc.data.regime import glyph_regime, regime_table
+        from dmc.engine.regime import glyph_regime, regime_table
         from dmc.models.clip import build_backbone
 
         result = glyph_regime(build_backbone("toy"), world)

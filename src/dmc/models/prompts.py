@@ -31,7 +31,9 @@ class PromptLearner(nn.Module):
         self.n_ctx = prefix_emb.shape[0] if n_ctx is None else n_ctx
         self.n_task, self.task_init, self.init, self.context = n_task, task_init, init, context
         shared = self._init_vectors(self.n_ctx, init, prefix_emb) if context == "shared" else prefix_emb[:0]
-        self.ctx = nn.Parameter(shared)  # (M, W) shared context; (0, W) with class-specific contexts
+        # (M, W) shared context; (0, W) with class-specific contexts. Empty vectors never train (DDP requires
+        # every trainable parameter to receive a gradient).
+        self.ctx = nn.Parameter(shared, requires_grad=shared.numel() > 0)
         self.task_ctx = nn.ParameterList()  # one (n_task, W) per task
         self.class_ctx = nn.ParameterList()  # context="class": one (C_k, M, W) per task
         self.names: list[str] = []
@@ -62,7 +64,8 @@ class PromptLearner(nn.Module):
     def add_task(self, names: list[str]) -> int:
         """Register a new task's classes (and its task tokens / class contexts); returns the task index."""
         task = len(self.task_ctx)
-        self.task_ctx.append(nn.Parameter(self._task_vectors(task)))
+        vec = self._task_vectors(task)
+        self.task_ctx.append(nn.Parameter(vec, requires_grad=vec.numel() > 0))
         if self.context == "class":
             one = self._init_vectors(self.n_ctx, self.init, self._prefix_embedding())  # (M, W)
             self.class_ctx.append(nn.Parameter(one.expand(len(names), -1, -1).clone().to(self.ctx.device)))
@@ -92,7 +95,7 @@ class PromptLearner(nn.Module):
     def freeze_task_tokens(self, before: int) -> None:
         """Stop gradients to the task tokens of tasks < before (coop: earlier prompts frozen)."""
         for k, p in enumerate(self.task_ctx):
-            p.requires_grad_(k >= before)
+            p.requires_grad_(k >= before and p.numel() > 0)
 
     def forward(self, classes: torch.Tensor | list[int] | None = None) -> torch.Tensor:
         """Normalised text features (C, D) of the given class positions (default: all)."""
