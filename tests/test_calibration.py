@@ -17,6 +17,11 @@ from dmc.memory.gaussian import GaussianBank
 F64 = torch.float64
 
 
+def _cfg(**kw) -> CalibrationConfig:
+    """Sample-level balanced OT unless said otherwise: what most invariants below are about."""
+    return CalibrationConfig(**{"level": "sample", "relax": None, **kw})
+
+
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -34,7 +39,7 @@ def _world(c: int = 4, d: int = 6, n: int = 120, dtype=F64, seed: int = 0, diag:
 
 def test_none_is_identity():
     means, covs, old = _world()
-    m, c = calibrate_gaussians(means, covs, old, old + 5.0, CalibrationConfig(method="none"), _gen())
+    m, c = calibrate_gaussians(means, covs, old, old + 5.0, _cfg(method="none"), _gen())
     assert torch.equal(m, means) and torch.equal(c, covs)
     assert m is not means and c is not covs
 
@@ -45,7 +50,7 @@ def test_none_is_identity():
 def test_constant_shift_is_recovered_exactly(method, diag, solver):
     means, covs, old = _world(diag=diag)
     shift = torch.linspace(-3, 4, means.shape[1], dtype=F64)
-    cfg = CalibrationConfig(method=method, solver=solver, samples_per_class=16)
+    cfg = _cfg(method=method, solver=solver, samples_per_class=16)
     m, c, info = calibrate_gaussians(means, covs, old, old + shift, cfg, _gen(), log=True)
     torch.testing.assert_close(m, means + shift, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(c, covs, atol=1e-12, rtol=1e-12)
@@ -54,7 +59,7 @@ def test_constant_shift_is_recovered_exactly(method, diag, solver):
 
 def test_constant_shift_float32():
     means, covs, old = _world(dtype=torch.float32)
-    m, c = calibrate_gaussians(means, covs, old, old - 2.5, CalibrationConfig(samples_per_class=32), _gen())
+    m, c = calibrate_gaussians(means, covs, old, old - 2.5, _cfg(samples_per_class=32), _gen())
     torch.testing.assert_close(m, means - 2.5, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(c, covs, atol=1e-5, rtol=1e-5)
 
@@ -64,7 +69,7 @@ def test_bank_statistics_with_fewer_samples_than_dims_round_trip():
     for c in range(3):
         bank.add(c, torch.randn(6, 24, generator=g) + c)  # N = 6 < D = 24: only the ridge keeps PD
     old = torch.randn(80, 24, generator=g)
-    m, c, info = calibrate_gaussians(bank.means(), bank.covs(), old, old + 0.5, CalibrationConfig(), g, log=True)
+    m, c, info = calibrate_gaussians(bank.means(), bank.covs(), old, old + 0.5, _cfg(), g, log=True)
     assert info["n_repaired"] == 0  # the eigenvalue floor sits below the memory's ridge
     for i in range(3):
         bank.set_stats(i, m[i], c[i])  # float32 storage + Cholesky succeed
@@ -77,7 +82,7 @@ def test_linear_drift_recovered_better_than_none():
     true_m, true_c = means @ a_map.T, a_map @ covs @ a_map.T
     errors = {}
     for method in ("none", "mean-shift", "ot"):
-        m, c = calibrate_gaussians(means, covs, old, old @ a_map.T, CalibrationConfig(method=method), _gen())
+        m, c = calibrate_gaussians(means, covs, old, old @ a_map.T, _cfg(method=method), _gen())
         errors[method] = ((m - true_m).norm(dim=1).mean(), (c - true_c).norm(dim=(1, 2)).mean())
     new = old @ a_map.T
     global_shift = (means + (new - old).mean(0) - true_m).norm(dim=1).mean()  # what a per-class OT would give
@@ -108,8 +113,8 @@ def test_scaling_solver_is_safe_where_allowed():
     with pytest.raises(ValueError, match="needs reg >= 0.02"):
         ot_plan(torch.randn(4, 2), torch.randn(3, 2), 0.01)
     with pytest.raises(ValueError, match="needs reg >= 0.02"):
-        CalibrationConfig(reg=0.01)
-    CalibrationConfig(reg=0.01, solver="sinkhorn_log")
+        _cfg(reg=0.01)
+    _cfg(reg=0.01, solver="sinkhorn_log")
     g = _gen(4)
     x = torch.cat([torch.randn(50, 8, generator=g), torch.randn(50, 8, generator=g) + 4])  # two far clusters
     y = torch.randn(60, 8, generator=g) - 3
@@ -144,7 +149,7 @@ def test_float32_and_float64_agree():
 def test_calibration_is_reproducible():
     means, covs, old = _world()
     new = old @ torch.diag(torch.linspace(0.8, 1.2, 6, dtype=F64))
-    cfg = CalibrationConfig(samples_per_class=32, reg=0.2)
+    cfg = _cfg(samples_per_class=32, reg=0.2)
     first = calibrate_gaussians(means, covs, old, new, cfg, _gen(7))
     second = calibrate_gaussians(means, covs, old, new, cfg, _gen(7))
     third = calibrate_gaussians(means, covs, old, new, cfg, _gen(8))
@@ -154,7 +159,7 @@ def test_calibration_is_reproducible():
 
 def test_strong_contraction_keeps_covariances_positive_definite():
     means, covs, old = _world(c=3, d=16, n=200)
-    cfg = CalibrationConfig(method="mean-shift", samples_per_class=4, sigma=0.05)
+    cfg = _cfg(method="mean-shift", samples_per_class=4, sigma=0.05)
     _, c, info = calibrate_gaussians(means, covs, old, 0.05 * old, cfg, _gen(), log=True)
     assert torch.linalg.eigvalsh(c).min() > 0
     assert info["n_repaired"] >= 1  # S=4 < D=16: Sigma - 0.9975 Cov(u) is indefinite
@@ -162,19 +167,19 @@ def test_strong_contraction_keeps_covariances_positive_definite():
 
 def test_degenerate_inputs():
     means, covs, old = _world(c=1, d=4, n=1)
-    m, c = calibrate_gaussians(means, covs, old, old + 1.0, CalibrationConfig(), _gen())  # 1 class, 1 image
+    m, c = calibrate_gaussians(means, covs, old, old + 1.0, _cfg(), _gen())  # 1 class, 1 image
     torch.testing.assert_close(m, means + 1.0)
     torch.testing.assert_close(c, covs)
     m1, c1 = calibrate_gaussians(*_world(c=2, d=1, n=10)[:2], torch.ones(10, 1, dtype=F64),
-                                 2 * torch.ones(10, 1, dtype=F64), CalibrationConfig(), _gen())  # D = 1
+                                 2 * torch.ones(10, 1, dtype=F64), _cfg(), _gen())  # D = 1
     assert m1.shape == (2, 1) and c1.shape == (2, 1, 1)
     empty_m, empty_c = torch.zeros(0, 4, dtype=F64), torch.zeros(0, 4, 4, dtype=F64)
-    m0, c0 = calibrate_gaussians(empty_m, empty_c, old, old, CalibrationConfig(), _gen())
+    m0, c0 = calibrate_gaussians(empty_m, empty_c, old, old, _cfg(), _gen())
     assert m0.shape == (0, 4) and c0.shape == (0, 4, 4)
     with pytest.raises(ValueError, match="0 images"):
-        calibrate_gaussians(means, covs, old[:0], old[:0], CalibrationConfig(), _gen())
+        calibrate_gaussians(means, covs, old[:0], old[:0], _cfg(), _gen())
     with pytest.raises(ValueError, match="bad value for samples_per_class: 1; must be >= 2"):
-        CalibrationConfig(samples_per_class=1)
+        _cfg(samples_per_class=1)
     with pytest.raises(ValueError, match="empty point cloud"):
         ot_plan(torch.zeros(0, 3), torch.zeros(4, 3))
     same = ot_plan(torch.ones(3, 2), torch.ones(2, 2))  # all costs 0: the uniform plan
@@ -184,23 +189,23 @@ def test_degenerate_inputs():
 def test_wrong_shapes_raise_clear_errors():
     means, covs, old = _world()
     with pytest.raises(ValueError, match="covs must be"):
-        calibrate_gaussians(means, covs[:, :3], old, old, CalibrationConfig(), _gen())
+        calibrate_gaussians(means, covs[:, :3], old, old, _cfg(), _gen())
     with pytest.raises(ValueError, match="old_feats and new_feats"):
-        calibrate_gaussians(means, covs, old, old[:-1], CalibrationConfig(), _gen())
+        calibrate_gaussians(means, covs, old, old[:-1], _cfg(), _gen())
     with pytest.raises(ValueError, match="old_feats and new_feats"):
-        calibrate_gaussians(means, covs, old[:, :4], old[:, :4], CalibrationConfig(), _gen())
+        calibrate_gaussians(means, covs, old[:, :4], old[:, :4], _cfg(), _gen())
     with pytest.raises(ValueError, match="means must be"):
-        calibrate_gaussians(means[0], covs, old, old, CalibrationConfig(), _gen())
+        calibrate_gaussians(means[0], covs, old, old, _cfg(), _gen())
     with pytest.raises(ValueError, match="dtype"):
-        calibrate_gaussians(means, covs, old.float(), old.float(), CalibrationConfig(), _gen())
+        calibrate_gaussians(means, covs, old.float(), old.float(), _cfg(), _gen())
     with pytest.raises(ValueError, match="delta must match"):
         transfer_drift_ot(old[:5], old, old[:, :2])
     with pytest.raises(ValueError, match=r"expected x \(n, D\)"):
         ot_plan(old, old[:, :2])
     with pytest.raises(ValueError, match="bad value for method: 'sdc'; choose one of: none, mean-shift, ot"):
-        CalibrationConfig(method="sdc")
+        _cfg(method="sdc")
     with pytest.raises(ValueError, match="bad value for solver: 'emd'; choose one of"):
-        CalibrationConfig(solver="emd")
+        _cfg(solver="emd")
 
 
 def test_bench_reports_figures():
@@ -244,7 +249,38 @@ def test_semi_relaxed_plan_keeps_rows_and_tends_to_balanced():
 
 def test_semi_relaxed_recovers_constant_shift():
     means, covs, old = _world()
-    cfg = CalibrationConfig(method="ot", relax=0.03, samples_per_class=16, solver="sinkhorn_log")
+    cfg = _cfg(method="ot", relax=0.03, samples_per_class=16, solver="sinkhorn_log")
     m, c = calibrate_gaussians(means, covs, old, old + 1.5, cfg, _gen())
     torch.testing.assert_close(m, means + 1.5, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(c, covs, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["mean-shift", "ot"])
+def test_class_level_recovers_constant_shift_and_keeps_covariances(method):
+    means, covs, old = _world()
+    cfg = _cfg(method=method, level="class")
+    m, c = calibrate_gaussians(means, covs, old, old + 2.0, cfg, None)  # no samples: no generator needed
+    torch.testing.assert_close(m, means + 2.0, atol=1e-12, rtol=1e-12)
+    assert torch.equal(c, covs) and c is not covs
+
+
+@pytest.mark.parametrize("relax", [None, 0.03])
+def test_class_level_moves_each_class_with_its_region(relax):
+    """Two well separated regions drift in opposite directions: each class follows its own region."""
+    d = 4
+    means = torch.tensor([[5.0, 0, 0, 0], [-5.0, 0, 0, 0]], dtype=F64)
+    covs = torch.eye(d, dtype=F64).expand(2, d, d).clone()
+    g = _gen()
+    old = torch.cat([means[0] + 0.3 * torch.randn(50, d, generator=g, dtype=F64),
+                     means[1] + 0.3 * torch.randn(50, d, generator=g, dtype=F64)])
+    up, down = torch.tensor([0, 1.0, 0, 0], dtype=F64), torch.tensor([0, -1.0, 0, 0], dtype=F64)
+    new = old + torch.cat([up.expand(50, d), down.expand(50, d)])
+    cfg = _cfg(method="ot", level="class", relax=relax, normalize_cost=False, solver="sinkhorn_log",
+                            reg=0.01)
+    m, _ = calibrate_gaussians(means, covs, old, new, cfg, None)
+    torch.testing.assert_close(m - means, torch.stack([up, down]), atol=1e-3, rtol=0)
+
+
+def test_bench_reports_the_level():
+    out = bench_ot(n_classes=4, samples=8, n_feats=40, dim=8, repeats=1, cfg=_cfg(level="class"))
+    assert out["level"] == "class" and out["seconds"] > 0

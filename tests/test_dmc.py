@@ -32,6 +32,11 @@ def _same(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _largest_change(after, before):
+    return max((after[k] - before[k]).abs().max().item() for k in after
+               if after[k].is_floating_point() and after[k].numel())
+
+
 def _text_state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("visual.")}
 
@@ -111,3 +116,55 @@ def test_task_tokens_and_drift_diagnostics_in_a_run(tmp_path):
     state = load_file(str(out / "checkpoints" / "task_03.safetensors"))
     assert {"prompt.task_ctx.0", "prompt.task_ctx.2"} <= set(state)
     assert any(k.startswith("memory.") for k in state) and any(k.startswith("visual.") for k in state)
+
+
+def test_cotrain_trains_prompts_with_the_prompt_settings(monkeypatch):
+    m, bench, data, cfg = _setup("cotrain", prompt__lr=0.05, vision__lr=1e-9)
+    task = make_task(0, bench, data, cfg.seed)
+    m.begin_task(task)
+    group = m.prompt_group()
+    assert group["lr"] == 0.05 and group["weight_decay"] == 0.0
+    assert {id(p) for p in group["params"]} == {id(p) for p in m.prompts.parameters()}
+    prm0, vis0 = _snapshot(m.prompts), _snapshot(m.model.visual)
+    m.train_task(task)
+    prm_step = _largest_change(_snapshot(m.prompts), prm0)
+    vis_step = _largest_change(_snapshot(m.model.visual), vis0)
+    assert prm_step > 1e-3 > 1e-5 > vis_step  # the prompts move at their own lr, not the tower's
+
+
+def test_fit_groups_have_their_own_learning_rate():
+    from dmc.training.fit import fit
+
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    batches = lambda epoch: [None] * 4  # noqa: E731
+    fit([a], batches, lambda _: (a.sum() + b.sum()), 1, 0.1, RT, groups=[{"params": [b], "lr": 0.0}])
+    assert not torch.equal(a.detach(), torch.ones(3)) and torch.equal(b.detach(), torch.ones(3))
+
+
+def test_feature_distillation_and_weight_averaging_restrain_stage1():
+    def drift(**extra):
+        m, bench, data, cfg = _setup("dmc", vision__lr=1e-3, **extra)
+        for t in range(2):
+            task = make_task(t, bench, data, cfg.seed)
+            m.begin_task(task)
+            if t == 1:
+                before = _snapshot(m.model.visual)
+            m.train_task(task)
+        return _largest_change(_snapshot(m.model.visual), before)
+
+    free = drift()
+    assert drift(vision__average=0.5) == pytest.approx(free / 2, rel=0.05)  # theta = 0.5 new + 0.5 old
+    assert drift(vision__average=0.0) == 0.0
+    assert drift(vision__distill=100.0) < free
+
+
+def test_oracle_statistics_replace_the_stored_ones():
+    m, bench, data, cfg = _setup("dmc-ot", diagnostics__oracle_stats=True, vision__lr=1e-3)
+    for t in range(2):
+        task = make_task(t, bench, data, cfg.seed)
+        m.begin_task(task)
+        m.train_task(task)
+    old = bench.tasks[0]
+    feats, labels = m.encode(task.reference(old), "true")
+    true_means = torch.stack([feats[labels == c].double().mean(0) for c in old])
+    torch.testing.assert_close(m.bank.means(old).double(), true_means, atol=1e-5, rtol=1e-4)

@@ -63,3 +63,38 @@ def test_vision_trainable_parts():
     assert n_blocks == 2
     with pytest.raises(UserError, match="'last-3'; the tower has 2 blocks"):  # the one check that needs the tower
         vision_trainable_params(bb.model.visual, "last-3")
+
+
+def test_class_context_starts_at_the_template_and_is_owned_by_each_class():
+    bb = _backbone()
+    names = ["cat", "dog", "car"]
+    learner = PromptLearner(bb, "a photo of a {}.", context="class")
+    learner.add_task(names[:2])
+    learner.add_task(names[2:])
+    ref = F.normalize(bb.model.encode_text(bb.tokenizer([f"a photo of a {n}." for n in names])), dim=-1)
+    torch.testing.assert_close(learner(), ref)  # template initialisation: the zero-shot prototypes
+    assert learner.ctx.numel() == 0 and [tuple(p.shape[:1]) for p in learner.class_ctx] == [(2,), (1,)]
+    before = learner().detach()
+    with torch.no_grad():
+        learner.class_ctx[0][1].add_(torch.randn_like(learner.class_ctx[0][1]))  # class "dog" only
+    after = learner().detach()
+    torch.testing.assert_close(after[[0, 2]], before[[0, 2]])
+    assert (after[1] - before[1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("task_init", ["zeros", "previous", "random"])
+def test_task_token_initialisation(task_init):
+    bb = _backbone()
+    learner = PromptLearner(bb, "a photo of a {}.", n_task=2, task_init=task_init)
+    learner.add_task(["cat"])
+    with torch.no_grad():
+        learner.task_ctx[0].add_(1.5)
+    learner.add_task(["dog"])
+    new = learner.task_ctx[1].detach()
+    if task_init == "zeros":
+        assert torch.count_nonzero(new) == 0
+    elif task_init == "previous":
+        torch.testing.assert_close(new, learner.task_ctx[0].detach())
+        assert new.data_ptr() != learner.task_ctx[0].data_ptr()
+    else:
+        assert 0.005 < new.std() < 0.05

@@ -8,7 +8,8 @@ import torch
 import yaml
 
 from dmc.config import WorldConfig
-from dmc.data import glyphs, regime
+from dmc.data import glyphs
+from dmc.engine import regime
 from dmc.models import toy
 
 

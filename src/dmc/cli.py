@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--dim", type=int, default=512)
     b.add_argument("--device", default="cpu")
     b.add_argument("--repeats", type=int, default=3, help="timed calls; the median is reported")
+    b.add_argument("--level", choices=("sample", "class"), default=None,
+                   help="what is transported (calibration.level; default: the config default)")
     rb = sub.add_parser("bench-ridge", help="time one task of RanPAC's read-out: features, lambda choice, M x M solve")
     rb.add_argument("--dim-in", type=int, default=512, help="feature dimension D (ViT-B/16: 512, toy: 128)")
     rb.add_argument("--dim", type=int, default=10000, help="random features M (ranpac.dim)")
@@ -281,7 +283,7 @@ def cmd_world(args: argparse.Namespace) -> int:
         write_sheet(args.sheet, world)
         print(f"contact sheet: {args.sheet}")
     if args.regime:
-        from dmc.data.regime import glyph_regime, regime_table
+        from dmc.engine.regime import glyph_regime, regime_table
         from dmc.models.clip import build_backbone
 
         result = glyph_regime(build_backbone("toy"), world)
@@ -322,9 +324,11 @@ def _at_least_one(**flags: int) -> None:
 
 def cmd_bench_ot(args: argparse.Namespace) -> int:
     from dmc.calibration import bench_ot
+    from dmc.config import CalibrationConfig
 
     _at_least_one(dim=args.dim, repeats=args.repeats)
-    print(json.dumps(bench_ot(dim=args.dim, device=args.device, repeats=args.repeats), indent=1))
+    cfg = CalibrationConfig(level=args.level) if args.level else None
+    print(json.dumps(bench_ot(dim=args.dim, device=args.device, repeats=args.repeats, cfg=cfg), indent=1))
     return 0
 
 

@@ -23,7 +23,7 @@ def bench_ot(
     seed: int = 0,
     repeats: int = 3,
 ) -> dict[str, Any]:
-    """Time ``calibrate_gaussians`` (method "ot") on random data, ``repeats`` calls (fresh samples each);
+    """Time ``calibrate_gaussians`` (method "ot", ``cfg.level`` as given, default: the config's) on random data, ``repeats`` calls (fresh samples each);
     returns the figures as data: the median as "seconds", every call under "runs".
 
     Data: 10 random regions; class means and old features scattered around them; covariances
@@ -56,6 +56,7 @@ def bench_ot(
         "marginal_err": info["err"],
         "n_repaired": info["n_repaired"], "n_classes": n_classes, "samples": samples, "n_feats": n_feats,
         "dim": dim, "device": str(device), "dtype": str(dtype).removeprefix("torch."), "solver": cfg.solver,
+        "level": cfg.level,
     }
 
 

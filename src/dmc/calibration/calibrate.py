@@ -15,6 +15,10 @@ Design choices (all ``[reconstruction]``):
   The stored Sigma (ridge included) is kept and only the change implied by the drift is added, so a
   constant drift c gives exactly mu + c and Sigma (d_i - d_bar = 0), whatever the samples. Re-fitting
   Cov(u') instead would replace Sigma by a noisy rank-S estimate (S < D).
+- ``level="class"`` transports the C class means instead of C*S samples: the plan is C x N instead of
+  C*S x N (S times less work, no sampling), each class moves by one drift and keeps its covariance (a
+  constant drift leaves Sigma unchanged, as above). The balanced marginal then makes classes share the
+  task's features like a soft assignment; ``relax`` loosens it as for samples.
 - Sigma + Y + Y^T can lose positive definiteness when the drift contracts a class; covariances whose
   smallest eigenvalue falls below ``min_eig`` * mean variance (detected by one batched Cholesky of
   Sigma' - floor*I) get their eigenvalues clipped there. The default, half the memory's default relative
@@ -46,6 +50,7 @@ def calibrate_gaussians(
     For each class c: draw u_ci ~ N(mu_c, Sigma_c), i < S (from ``generator``); drift each sample with
     ``cfg.method`` against a_j = old_feats, delta_j = new_feats - old_feats (one joint problem over all
     C*S samples); mu'_c = mu_c + mean_i d_ci; Sigma'_c = Sigma_c + (Cov(u + d) - Cov(u)) (see module doc).
+    With ``cfg.level == "class"`` the means themselves are moved (mu'_c = mu_c + d_c) and Sigma'_c = Sigma_c.
 
     Args:
         means: (C, D). covs: (C, D, D) full or (C, D) diagonal; the output keeps the form.
@@ -63,21 +68,26 @@ def calibrate_gaussians(
     if cfg.method == "none" or means.shape[0] == 0:
         return (means.clone(), covs.clone(), info) if log else (means.clone(), covs.clone())
     c, d = means.shape
+    delta = new_feats - old_feats  # (N, D)
+    if cfg.level == "class":
+        drift = _drift(means, old_feats, delta, cfg, info)  # (C, D)
+        return (means + drift, covs.clone(), info) if log else (means + drift, covs.clone())
     s = cfg.samples_per_class
     u = _draw(means, covs, s, generator)  # (C, S, D)
-    delta = new_feats - old_feats  # (N, D)
-    if cfg.method == "ot":
-        drift, plan_info = ot_drift(
-            u.reshape(c * s, d), old_feats, delta, cfg.reg, normalize=cfg.normalize_cost,
-            max_iter=cfg.max_iter, tol=cfg.tol, solver=cfg.solver, relax=cfg.relax,
-        )  # (C*S, D)
-        info.update(plan_info)
-    else:
-        drift = mean_shift_drift(u.reshape(c * s, d), old_feats, delta, cfg.sigma, cfg.normalize_cost)
-    drift = drift.reshape(c, s, d)  # (C, S, D)
+    drift = _drift(u.reshape(c * s, d), old_feats, delta, cfg, info).reshape(c, s, d)  # (C, S, D)
     new_means = means + drift.mean(1)  # (C, D)
     new_covs, info["n_repaired"] = _moved_covariance(covs, u, drift, cfg.min_eig)
     return (new_means, new_covs, info) if log else (new_means, new_covs)
+
+
+def _drift(points: Tensor, old_feats: Tensor, delta: Tensor, cfg: CalibrationConfig, info: dict) -> Tensor:
+    """The drift (P, D) of old-space points (P, D) by ``cfg.method``; the OT plan's log goes into ``info``."""
+    if cfg.method == "ot":
+        drift, plan_info = ot_drift(points, old_feats, delta, cfg.reg, normalize=cfg.normalize_cost,
+                                    max_iter=cfg.max_iter, tol=cfg.tol, solver=cfg.solver, relax=cfg.relax)
+        info.update(plan_info)
+        return drift
+    return mean_shift_drift(points, old_feats, delta, cfg.sigma, cfg.normalize_cost)
 
 
 def _draw(means: Tensor, covs: Tensor, s: int, generator: torch.Generator | None) -> Tensor:

@@ -71,11 +71,13 @@ class CalibrationConfig(Section):
     tol: float = 1e-2  # [reconstruction] Sinkhorn stop: column-marginal L2 error relative to ||1/N||_2
     solver: str = "sinkhorn"  # [reconstruction] POT method: sinkhorn (scaling; reg >= 0.02) | sinkhorn_log
     normalize_cost: bool = True  # [reconstruction] OT cost and mean-shift kernel on L2-normalised features
-    relax: float | None = None  # None: balanced OT; a float: column marginal as a KL penalty of this weight (semi-relaxed OT) [reconstruction]
+    level: str = "class"  # [reconstruction] class (the class means are transported: one drift per class, covariance kept; measured, docs/results.md) | sample (S samples per class)
+    relax: float | None = 0.03  # None: balanced OT; a float: column marginal as a KL penalty of this weight (semi-relaxed OT) [reconstruction]
     min_eig: float = 5e-5  # [reconstruction] eigenvalue floor (x tr/D) for calibrated covariances; half the ridge
 
     def check(self) -> None:
         one_of(self, "method", ("none", "mean-shift", "ot"))
+        one_of(self, "level", ("sample", "class"))
         check_solver(self.solver, self.reg)
         at_least(self, 2, "samples_per_class")  # a covariance change needs two samples
         at_least(self, 1, "max_iter")

@@ -13,6 +13,7 @@ from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
 @dataclass
 class DiagnosticsConfig(Section):
     drift: bool = False  # measure drift of stored vs calibrated statistics (held-out old data, never trained on)
+    oracle_stats: bool = False  # replace old classes' statistics by the true ones under the current encoder (uses old training images: the calibration ceiling, a diagnostic, never a method)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dmc.calibration import calibrate_gaussians
 from dmc.memory.gaussian import GaussianBank
 from dmc.methods.base import METHODS, Method
 from dmc.methods.diagnostics import drift_errors
-from dmc.methods.stages import train_prompts, train_vision
+from dmc.methods.stages import average_weights, train_prompts, train_vision
 from dmc.models.prompts import PromptLearner
 from dmc.training.features import label_lut
 from dmc.training.losses import cross_entropy
@@ -33,7 +33,8 @@ class DMC(Method):
         super().__init__(*args, **kwargs)
         p = self.cfg.prompt
         self.prompts = PromptLearner(self.backbone, self.template, n_ctx=p.n_ctx, init=p.init,
-                                     n_task=p.task_tokens).to(self.rt.device)
+                                     n_task=p.task_tokens, task_init=p.task_init,
+                                     context=p.context).to(self.rt.device)
         self.bank = GaussianBank(self.cfg.memory, device=self.rt.device)
         self.learned.update({"prompt": self.prompts, "memory": self.bank})
 
@@ -68,13 +69,18 @@ class DMC(Method):
         info: dict = {"time_s": {}}
         clock = time.time()
         scope = task.seen if self.cfg.vision.loss_scope == "seen" else task.classes
-        keep_old = task.index > 0 and (self.cfg.calibration.method != "none" or self.cfg.diagnostics.drift)
+        v, diag = self.cfg.vision, self.cfg.diagnostics
+        keep_old = task.index > 0 and (self.cfg.calibration.method != "none" or diag.drift or v.distill > 0
+                                       or v.average < 1 or diag.oracle_stats)
         old_visual = copy.deepcopy(self.model.visual).eval() if keep_old else None
         if not self.cfg.dmc.decoupled:
             info["cotrain_loss"] = self._cotrain(task, scope)
-        elif self.cfg.vision.enabled:
-            info["stage1_loss"] = train_vision(self.model.visual, self.anchors(scope), scope, task,
-                                               self.cfg.vision, self.rt, self.scale())
+        elif v.enabled:
+            teacher = old_visual if v.distill > 0 else None
+            info["stage1_loss"] = train_vision(self.model.visual, self.anchors(scope), scope, task, v, self.rt,
+                                               self.scale(), teacher=teacher)
+            if old_visual is not None and v.average < 1:
+                average_weights(self.model.visual, old_visual, v.average)
         info["time_s"]["stage1"] = time.time() - clock
         clock = time.time()
         feats, labels = self.encode(task.train_plain, f"task {task.index + 1} features")
@@ -87,7 +93,8 @@ class DMC(Method):
         if self.cfg.dmc.decoupled and self.cfg.prompt.enabled:
             feats, labels = self._stage2_features(task, feats, labels)
             info["stage2_loss"] = train_prompts(self.prompts, feats, labels, task.seen, task, self.cfg.prompt,
-                                                self.rt, self.scale(), replay=self.replay_fn(task))
+                                                self.rt, self.cfg.prompt.scale or self.scale(),
+                                                replay=self.replay_fn(task))
         info["time_s"]["stage2"] = time.time() - clock
         return info
 
@@ -117,8 +124,13 @@ class DMC(Method):
             return cross_entropy(self.logits(feats, step["protos"]), lut[labels], self.rt)
 
         return train_vision(self.model.visual, anchors, scope, task, self.cfg.vision, self.rt, self.scale(),
-                            extra_params=list(self.prompts.parameters()),
+                            extra_group=self.prompt_group(),
                             extra_loss=extra if replay is not None else None, desc="co-training")
+
+    def prompt_group(self) -> dict:
+        """The prompts as an optimiser group with stage 2's settings (lr `prompt.lr`, no weight decay), so
+        that co-training differs from DMC in the schedule only, not in how the prompts are optimised."""
+        return {"params": list(self.prompts.parameters()), "lr": self.cfg.prompt.lr, "weight_decay": 0.0}
 
     def _calibrate(self, task: Task, old_visual: torch.nn.Module, new_feats: torch.Tensor) -> dict:
         """DMC-OT (a): move old classes' statistics along the drift seen on task t's images."""
@@ -131,11 +143,15 @@ class DMC(Method):
                                               self.cfg.calibration, task.generator_on(self.rt.device))
             for i, c in enumerate(old_classes):
                 self.bank.set_stats(c, means[i], covs[i])
-        if self.cfg.diagnostics.drift and task.reference is not None:
+        diag = self.cfg.diagnostics
+        if (diag.drift or diag.oracle_stats) and task.reference is not None:
             true_feats, true_labels = self.encode(task.reference(old_classes), "drift diagnostics")
             cal_means, cal_covs = self.bank.means(old_classes), self.bank.covs(old_classes)
             out["drift"] = drift_errors(stored_means, stored_covs, cal_means, cal_covs, true_feats, true_labels,
                                         old_classes, self.cfg.memory)
+            if diag.oracle_stats:  # the calibration ceiling: the true statistics under the current encoder
+                for c in old_classes:
+                    self.bank.add(c, true_feats[true_labels == c])
         return out
 
     # ---- evaluation

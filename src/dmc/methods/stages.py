@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dmc.config import PromptConfig, VisionConfig
@@ -22,11 +23,15 @@ Anchors = torch.Tensor | Callable[[], torch.Tensor]
 
 
 def train_vision(visual: nn.Module, anchors: Anchors, classes: list[int], task: Task, cfg: VisionConfig,
-                 rt: Runtime, scale: float, extra_params: list[nn.Parameter] | None = None,
-                 extra_loss: Callable[[], torch.Tensor] | None = None, desc: str = "stage 1") -> list[float]:
+                 rt: Runtime, scale: float, extra_group: dict | None = None,
+                 extra_loss: Callable[[], torch.Tensor] | None = None, desc: str = "stage 1",
+                 teacher: nn.Module | None = None) -> list[float]:
     """Cross-entropy of task images against class prototypes over `classes`; only the image tower's
-    trainable part (cfg.trainable) and `extra_params` learn. `anchors` are fixed prototypes (C, D), or a
-    function recomputing them at each step (co-training of prompts)."""
+    trainable part (cfg.trainable) and `extra_group` learn (an optimiser parameter group with its own lr
+    and weight decay: {"params": [...], "lr": ..., "weight_decay": ...}). `anchors` are fixed prototypes
+    (C, D), or a function recomputing them at each step (co-training of prompts). With a `teacher` (the tower before
+    this stage), cfg.distill * mean ||norm f(x) - norm f_teacher(x)||^2 keeps the features of the task's
+    images where they were, which is what old classes' stored statistics assume."""
     params = vision_trainable_params(visual, cfg.trainable)
     set_trainable(params)
     lut = label_lut(classes, rt.device)
@@ -36,13 +41,19 @@ def train_vision(visual: nn.Module, anchors: Anchors, classes: list[int], task: 
     def loss_fn(batch) -> torch.Tensor:
         x, y = batch[0].to(rt.device, non_blocking=True), batch[1].to(rt.device)
         protos = anchors() if callable(anchors) else anchors  # (C, D)
-        loss = cross_entropy(cosine_logits(wrapped(x), protos, scale), lut[y], rt)  # float32 logits (B, C)
+        feats = wrapped(x)  # (B, D)
+        loss = cross_entropy(cosine_logits(feats, protos, scale), lut[y], rt)  # float32 logits (B, C)
+        if teacher is not None:
+            with torch.no_grad():
+                target = F.normalize(teacher(x).float(), dim=-1)  # (B, D)
+            gap = (F.normalize(feats.float(), dim=-1) - target).pow(2).sum(-1)  # (B,)
+            loss = loss + cfg.distill * rt.global_mean(gap)
         return loss + extra_loss() if extra_loss is not None else loss
 
     loader = rt.train_loader(task.train, cfg.batch_size, task.generator)
     try:
-        return fit(params + list(extra_params or []), loader, loss_fn, cfg.epochs, cfg.lr, rt,
-                   weight_decay=cfg.weight_decay, desc=f"task {task.index + 1} {desc}",
+        return fit(params, loader, loss_fn, cfg.epochs, cfg.lr, rt, weight_decay=cfg.weight_decay,
+                   groups=[extra_group] if extra_group else (), desc=f"task {task.index + 1} {desc}",
                    hint="lower vision.lr (e.g. --set vision.lr=1e-5)")
     finally:
         for p in visual.parameters():
@@ -72,3 +83,13 @@ def train_prompts(learner: nn.Module, feats: torch.Tensor, labels: torch.Tensor,
     batches = feature_batches(feats, labels, cfg.batch_size, task.generator, rt)  # this rank's shares
     return fit(params, batches, loss_fn, cfg.epochs, cfg.lr, rt, desc=f"task {task.index + 1} {desc}",
                hint="lower prompt.lr (e.g. --set prompt.lr=5e-4)")
+
+
+@torch.no_grad()
+def average_weights(visual: nn.Module, before: nn.Module, keep: float) -> None:
+    """Weight-space interpolation after stage 1: theta = keep * theta_new + (1 - keep) * theta_before
+    (WiSE-FT, Wortsman et al., CVPR 2022), on every floating-point tensor of the tower."""
+    old = before.state_dict()
+    for name, value in visual.state_dict().items():
+        if value.is_floating_point():
+            value.mul_(keep).add_(old[name].to(value.dtype), alpha=1.0 - keep)

@@ -28,6 +28,7 @@ def fit(
     desc: str = "train",
     hint: str = "lower the learning rate",
     optimizer: str = "adamw",
+    groups: Sequence[dict] = (),
 ) -> list[float]:
     """Minimise `loss_fn` over `batches(epoch)` for `epochs` epochs with AdamW (or `optimizer="sgd"`: SGD
     with momentum 0.9, the optimiser of PyCIL-style peers) and a cosine schedule.
@@ -36,14 +37,18 @@ def fit(
     A non-finite loss stops the run with a one-line error (`hint` says what to change). Under torchrun the
     loss of a step is averaged over the ranks first: the history is the global batch's, and every rank
     stops at the same step.
+    `groups` are further parameter groups with their own settings ({"params": [...], "lr": ...,
+    "weight_decay": ...}, e.g. prompts co-trained with an image tower); the schedule scales every group.
     """
-    params = [p for p in params if p.requires_grad]
-    if not params or epochs <= 0:
+    param_groups = [{"params": [p for p in params if p.requires_grad]}]
+    param_groups += [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    param_groups = [g for g in param_groups if g["params"]]
+    if not param_groups or epochs <= 0:
         return []
     if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        opt = torch.optim.SGD(param_groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
     per_epoch = len(batches(0))
     total = max(1, epochs * per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total))
