@@ -206,3 +206,18 @@ def test_output_to_a_file_is_one_line_per_stage_and_task_and_run_log_keeps_it(tm
     assert len(stages) == 6 and len(tasks) == 3 and tasks[0].startswith("task 1/3: A_t")
     logged = (tmp_path / "r" / "run.log").read_text()
     assert all(line in logged for line in stages + tasks) and "finished: Avg" in logged
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`dmc predict ... | head`: the reader goes away while dmc still writes; no traceback, exit 141."""
+    import subprocess
+    import sys
+
+    flood = ("import sys, dmc.cli as c; c.COMMANDS['list'] = lambda a: [print('x' * 100) for _ in range(10**5)] "
+             "and 0; sys.exit(c.main(['list']))")  # 10 MB: far more than a pipe holds
+    proc = subprocess.Popen([sys.executable, "-c", flood], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(1)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err

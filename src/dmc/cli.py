@@ -369,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dmc: interrupted (an unfinished run can be continued with --resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (e.g. `dmc predict ... | head`): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
 
 
 if __name__ == "__main__":
