@@ -59,20 +59,6 @@ def build_tiny(pretrained: str | None = None) -> Backbone:
     return Backbone("tiny", model, tok, norm, norm)
 
 
-@BACKBONES.register("toy")
-def build_toy(pretrained: str | None = None) -> Backbone:
-    """The project's own CLIP, pretrained on the clean glyph domain (shipped, or built once and cached);
-    `pretrained` may name another toy checkpoint file (e.g. one built with other pretraining settings)."""
-    from dmc.models import toy
-
-    if pretrained:
-        model = toy.load_toy(pretrained)
-        return toy.toy_backbone(model, toy.provenance(model, None, str(pretrained)))
-    cfg = toy.PretrainConfig()
-    model, where = toy.locate_toy(cfg)
-    return toy.toy_backbone(model, toy.provenance(model, cfg, where))
-
-
 DEFAULT_TAGS = {"ViT-B-16": "openai", "ViT-B-32": "openai", "ViT-L-14": "openai"}
 BACKBONES.register("ViT-B-16")(lambda pretrained=None: build_open_clip("ViT-B-16", pretrained))
 
