@@ -100,3 +100,38 @@ def test_world_regime_command(capsys):
     row = next(line for line in out.splitlines() if line.startswith("| glyphs"))
     cells = [float(c) for c in row.strip("|").split("|")[1:]]
     assert all(0.0 <= c <= 100.0 for c in cells[:4]) and cells[4] == pytest.approx(cells[0] / cells[3], abs=0.006)
+
+
+def test_prefix_readouts_need_several_prototypes_for_two_mode_classes():
+    """Classes made of two opposite clusters: one cosine prototype per class cannot separate them, two can;
+    the accuracies follow the task order, Avg is their mean and Last the accuracy on every class."""
+    gen = torch.Generator().manual_seed(0)
+    d, n_classes = 8, 4
+    modes = torch.eye(d)[:n_classes]  # class c: around +e_c and -e_c (its mean is near 0)
+
+    def draw(per_mode):
+        labels = torch.arange(n_classes).repeat_interleave(2 * per_mode)
+        signs = torch.tensor([1.0, -1.0]).repeat_interleave(per_mode).repeat(n_classes)
+        return modes[labels] * signs[:, None] + 0.1 * torch.randn(len(labels), d, generator=gen), labels
+
+    train, test = draw(20), draw(10)
+    tasks = [[2, 0], [3, 1]]
+    one = regime.prefix_readouts(train, test, tasks, k=1)
+    two = regime.prefix_readouts(train, test, tasks, k=2)
+    assert len(two["accs"]) == 2 and two["avg"] == pytest.approx(sum(two["accs"]) / 2)
+    assert two["last"] == two["accs"][-1] == 100.0
+    assert one["last"] < 80.0
+
+
+def test_world_ceiling_command(capsys):
+    from dmc.cli import main
+
+    code = main(["world", "--ceiling", "--seeds", "0", "1", "--set", "data.world.train_per_class=6",
+                 "--set", "data.world.test_per_class=2", "--set", "benchmark.increment=50"])
+    out = capsys.readouterr().out
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("| 1 |"))
+    seeds, avg, last = [c.strip() for c in row.strip().strip("|").split("|")][1:]
+    assert seeds == "0, 1"
+    assert 0.0 <= float(last.split("±")[0]) <= float(avg.split("±")[0]) <= 100.0
+    assert main(["world", "--ceiling", "--prototypes", "0"]) == 2

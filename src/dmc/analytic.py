@@ -104,13 +104,42 @@ def linear_probe(x: Tensor, labels: Tensor, n_classes: int, scale: float = 20.0,
     """A cosine classifier fitted on all classes at once: prototypes W (C, D), normalised, minimising the
     cross-entropy of scale * cos(x, w_c) by full-batch Adam from the class means (a reference read-out: the
     best that text prototypes, which are also cosine prototypes, can do on these features)."""
+    return prototype_probe(x, labels, n_classes, 1, scale, steps, lr, weight_decay, generator)[:, 0]
+
+
+def prototype_probe(x: Tensor, labels: Tensor, n_classes: int, k: int = 1, scale: float = 20.0, steps: int = 300,
+                    lr: float = 0.05, weight_decay: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+    """K cosine prototypes per class (C, K, D), normalised, fitted on all classes at once: class c scores
+    scale * max_k cos(x, w_ck), cross-entropy by full-batch Adam. K = 1 starts from the class means (the
+    linear probe); K > 1 from K features of each class (drawn from `generator`) refined by 10 spherical
+    k-means steps. Needs at least K features per class."""
     x = F.normalize(x.float(), dim=-1)  # (N, D)
-    w = class_means(x, labels, list(range(n_classes))).float().clone().requires_grad_(True)  # (C, D)
+    if k == 1:
+        w = class_means(x, labels, list(range(n_classes))).float()[:, None]  # (C, 1, D)
+    else:
+        w = torch.stack([_spherical_kmeans(x[labels == c], k, generator) for c in range(n_classes)])  # (C, K, D)
+    w = w.clone().requires_grad_(True)
     opt = torch.optim.Adam([w], lr=lr, weight_decay=weight_decay)
     with torch.enable_grad():
         for _ in range(steps):
-            loss = F.cross_entropy(scale * x @ F.normalize(w, dim=-1).T, labels.long())
+            loss = F.cross_entropy(scale * prototype_scores(x, w), labels.long())
             opt.zero_grad()
             loss.backward()
             opt.step()
     return F.normalize(w.detach(), dim=-1)
+
+
+def prototype_scores(x: Tensor, protos: Tensor) -> Tensor:
+    """max_k cos(x_n, w_ck): (N, C) from features (N, D) and prototypes (C, K, D)."""
+    return torch.einsum("nd,ckd->nck", F.normalize(x.float(), dim=-1), F.normalize(protos.float(), dim=-1)).amax(-1)
+
+
+def _spherical_kmeans(x: Tensor, k: int, generator: torch.Generator | None, steps: int = 10) -> Tensor:
+    """K unit centres (K, D) of unit features (N, D), N >= K: K drawn features, then `steps` assignments."""
+    centres = x[torch.randperm(len(x), generator=generator)[:k]].clone()
+    for _ in range(steps):
+        nearest = (x @ centres.T).argmax(1)
+        for j in range(k):
+            if bool((nearest == j).any()):
+                centres[j] = F.normalize(x[nearest == j].mean(0), dim=0)
+    return centres

@@ -63,11 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--sheet", type=Path, help="write a contact sheet PNG of both domains")
     w.add_argument("--regime", action="store_true",
                    help="zero-shot, nearest class mean and analytic read-out of the frozen toy CLIP, and their ratios")
+    w.add_argument("--ceiling", action="store_true",
+                   help="Avg and Last of K cosine prototypes per class fitted on all seen classes after each task "
+                        "(frozen toy CLIP, exact features): the ceiling of a text classifier with K prompts per class")
+    w.add_argument("--prototypes", type=int, nargs="+", default=[1], metavar="K", help="K for --ceiling")
+    w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="class orders for --ceiling")
     w.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="world settings, e.g. --set data.world.severity=0.3")
+                   help="world or benchmark settings, e.g. --set data.world.severity=0.3")
     t = sub.add_parser("pretrain-toy", help="build (or rebuild) the cached toy CLIP and print its zero-shot accuracy")
     t.add_argument("--force", action="store_true",
-                   help="pretrain again (one thread, about 15 min) and check that it reproduces the shipped weights")
+                   help="pretrain again (one thread, about 25 min) and check that it reproduces the shipped weights")
     t.add_argument("--ship", action="store_true", help=argparse.SUPPRESS)  # maintainers: rewrite the shipped file
     b = sub.add_parser("bench-ot", help="time OT calibration (100 old classes x 256 samples vs 5000 features)")
     b.add_argument("--dim", type=int, default=512)
@@ -276,9 +281,11 @@ def cmd_world(args: argparse.Namespace) -> int:
     from dmc import config
     from dmc.data.glyphs import write_sheet
 
-    if args.sheet is None and not args.regime:
-        raise UserError("dmc world: give --sheet FILE.png and/or --regime")
-    world = config.resolve("glyphs", None, None, args.sets).data.world
+    if args.sheet is None and not (args.regime or args.ceiling):
+        raise UserError("dmc world: give --sheet FILE.png, --regime and/or --ceiling")
+    _at_least_one(prototypes=min(args.prototypes))
+    cfg = config.resolve("glyphs", None, None, args.sets)
+    world = cfg.data.world
     if args.sheet is not None:
         write_sheet(args.sheet, world)
         print(f"contact sheet: {args.sheet}")
@@ -288,6 +295,11 @@ def cmd_world(args: argparse.Namespace) -> int:
 
         result = glyph_regime(build_backbone("toy"), world)
         print(regime_table(result, f"glyphs, severity {world.severity}"))
+    if args.ceiling:
+        from dmc.engine.regime import ceiling_table, glyph_ceiling
+        from dmc.models.clip import build_backbone
+
+        print(ceiling_table(glyph_ceiling(build_backbone("toy"), cfg, args.seeds, args.prototypes)))
     return 0
 
 

@@ -88,3 +88,61 @@ def regime_table(result: dict, label: str) -> str:
         "normalised training features; linear probe: cosine prototypes fitted on all training features at once; "
         "zero-shot: the benchmark's template. All 100 classes of the test split.",
     ])
+
+
+def prefix_readouts(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+                    tasks: list[list[int]], k: int = 1, seed: int = 0) -> dict:
+    """The ceiling of cosine-prototype read-outs in a class-incremental order: after each task, K prototypes
+    per class fitted on every seen class's training features at once (exact features, no memory, no
+    forgetting), tested on the seen classes. What a text classifier with K prompts per class could reach on
+    these features. Labels are the classes' ids; `tasks` their order. Returns the accuracies (%) after each
+    task, and Avg and Last as a run reports them."""
+    (xtr, ytr), (xte, yte) = train, test
+    gen = torch.Generator().manual_seed(seed)
+    accs, seen = [], []
+    for task in tasks:
+        seen += list(task)
+        lut = torch.full((int(max(ytr.max(), yte.max())) + 1,), -1, dtype=torch.long)
+        lut[torch.as_tensor(seen)] = torch.arange(len(seen))
+        rows_tr, rows_te = lut[ytr] >= 0, lut[yte] >= 0
+        protos = analytic.prototype_probe(xtr[rows_tr], lut[ytr[rows_tr]], len(seen), k, generator=gen)
+        pred = analytic.prototype_scores(xte[rows_te], protos).argmax(1)
+        accs.append(100.0 * float((pred == lut[yte[rows_te]]).double().mean()))
+    return {"accs": accs, "avg": float(np.mean(accs)), "last": accs[-1], "k": k}
+
+
+def glyph_ceiling(backbone, cfg, seeds: list[int], ks: list[int]) -> list[dict]:
+    """`prefix_readouts` on the frozen toy CLIP's features of the glyph world `cfg.data.world`, in the class
+    order of each seed (the benchmark's split into tasks); one row per (K, seed)."""
+    from dataclasses import replace
+
+    from dmc.data import glyphs
+    from dmc.data.benchmark import make_benchmark
+
+    splits = {}
+    for split in ("train", "test"):
+        images, targets = glyphs.renditions_split(cfg.data.world, split)
+        splits[split] = (encode_images(backbone.model, backbone.preprocess.batch, images), torch.as_tensor(targets))
+    rows = []
+    for k in ks:
+        for seed in seeds:
+            bench = make_benchmark(replace(cfg, seed=seed), seed)
+            tasks = [[bench.class_order[c] for c in task] for task in bench.tasks]  # native glyph ids
+            rows.append({**prefix_readouts(splits["train"], splits["test"], tasks, k), "seed": seed})
+    return rows
+
+
+def ceiling_table(rows: list[dict]) -> str:
+    """Markdown table of `glyph_ceiling` rows, mean ± std over seeds for each K."""
+    out = ["| prototypes per class | seeds | Avg | Last |", "|---|---|---|---|"]
+    for k in sorted({r["k"] for r in rows}):
+        mine = [r for r in rows if r["k"] == k]
+        cells = []
+        for key in ("avg", "last"):
+            vals = np.array([r[key] for r in mine])
+            cells.append(f"{vals.mean():.2f} ± {vals.std(ddof=1) if len(vals) > 1 else 0.0:.2f}")
+        out.append(f"| {k} | {', '.join(str(r['seed']) for r in mine)} | {cells[0]} | {cells[1]} |")
+    out += ["", "After each task, K cosine prototypes per class fitted on all seen classes' training features at "
+            "once (frozen features, exact, no memory), tested on the seen classes: the ceiling of a text "
+            "classifier with K prompts per class."]
+    return "\n".join(out)
