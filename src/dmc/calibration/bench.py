@@ -23,8 +23,9 @@ def bench_ot(
     seed: int = 0,
     repeats: int = 3,
 ) -> dict[str, Any]:
-    """Time ``calibrate_gaussians`` (method "ot", ``cfg.level`` as given, default: the config's) on random data, ``repeats`` calls (fresh samples each);
-    returns the figures as data: the median as "seconds", every call under "runs".
+    """Time ``calibrate_gaussians`` (method "ot", ``cfg.level`` as given, default: the config's) on random
+    data, ``repeats`` calls (fresh samples each); returns the figures as data: the median as "seconds",
+    every call under "runs".
 
     Data: 10 random regions; class means and old features scattered around them; covariances
     B B^T / 64 + 0.05 I with B (D, 16) Gaussian; new = old + a small linear map + a shift. A tiny call
