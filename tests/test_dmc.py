@@ -159,7 +159,10 @@ def test_feature_distillation_and_weight_averaging_restrain_stage1():
 
 
 def test_oracle_statistics_replace_the_stored_ones():
+    from dmc.engine.diagnostics import observers
+
     m, bench, data, cfg = _setup("dmc-ot", diagnostics__oracle_stats=True, vision__lr=1e-3)
+    m.observers = observers(cfg)  # what the loop attaches
     for t in range(2):
         task = make_task(t, bench, data, cfg.seed)
         m.begin_task(task)

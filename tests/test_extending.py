@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from dmc import config
 from dmc.config import BadValue
@@ -38,6 +39,27 @@ def test_the_example_method_runs_three_tasks_and_resumes_exactly(tmp_path):
     assert json.loads((resumed / "summary.json").read_text())["acc_matrix"] == summary["acc_matrix"]
     with pytest.raises(BadValue, match="bad value for alpha: 1.5; must be in"):
         text_mean.TextMeanConfig(alpha=1.5)
+
+
+def test_a_method_from_outside_the_package_takes_set_options_that_a_resume_reads_back(tmp_path, capsys):
+    """Its own section joins the config: `--set text_mean.alpha=...` is checked, saved in config.yaml, and
+    the resumed run reads it back from there (and gives the uninterrupted run's accuracy matrix)."""
+    from dmc.cli import main
+
+    example("text_mean")
+    argv = ["run", "--benchmark", "synthetic", "--method", "text-mean", "--backbone", "tiny", "--smoke", "--quiet",
+            "--set", "text_mean.alpha=0.25"]
+    assert main([*argv, "--out", str(tmp_path / "full")]) == 0
+    saved = yaml.safe_load((tmp_path / "full" / "config.yaml").read_text())
+    assert saved["text_mean"] == {"alpha": 0.25} and config.load(tmp_path / "full" / "config.yaml").text_mean.alpha == 0.25
+    other = run(tiny_cfg("text-mean", text_mean__alpha=1.0, benchmark__max_tasks=3), out=tmp_path / "zs", rt=QUIET)
+    full = json.loads((tmp_path / "full" / "summary.json").read_text())["acc_matrix"]
+    assert json.loads((other / "summary.json").read_text())["acc_matrix"] != full  # the option acts
+    killed = killed_copy(tmp_path / "full", tmp_path / "killed", finished_tasks=1)
+    assert main(["run", "--resume", str(killed), "--quiet"]) == 0
+    assert json.loads((killed / "summary.json").read_text())["acc_matrix"] == full
+    assert main([*argv[:-1], "text_mean.alpha=2", "--out", str(tmp_path / "bad")]) == 2
+    assert "bad value for text_mean.alpha: 2" in capsys.readouterr().err
 
 
 def test_the_example_benchmark_reads_an_image_folder(tmp_path):

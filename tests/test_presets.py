@@ -78,7 +78,7 @@ def test_method_presets_hold_no_benchmark_setting():
     from dmc.config.resolve import _preset, flatten
 
     for method in METHODS.names():
-        own = set(flatten(_preset("methods", method)))
+        own = set(METHODS.preset(method))
         for benchmark in RECIPES:
             tree = _preset("benchmarks", benchmark)
             tree.pop("per_method", None)
@@ -94,10 +94,15 @@ def test_a_preset_overrides_its_base_field_by_field():
 
 
 def test_method_presets_differ_where_the_method_does():
+    from dmc.methods.cotrain import CoTrain
+    from dmc.methods.dmc import DMC
+
     dmc, dmc_ot, cotrain = (config.resolve("glyphs", m) for m in ("dmc", "dmc-ot", "cotrain"))
-    assert dmc.calibration.method == "none" and dmc.prompt.task_tokens == 0 and dmc.dmc.decoupled
+    assert dmc.calibration.method == "none" and dmc.prompt.task_tokens == 0
     assert dmc_ot.calibration.method == "ot" and dmc_ot.prompt.task_tokens > 0
-    assert not cotrain.dmc.decoupled
+    assert cotrain.calibration.method == "none"
+    assert issubclass(METHODS.get("dmc-ot"), DMC) and METHODS.get("dmc-ot") is not DMC
+    assert METHODS.get("cotrain") is CoTrain and not issubclass(CoTrain, DMC)  # not decoupled: its own class
 
 
 def test_every_config_field_is_documented():

@@ -10,19 +10,20 @@ import inspect
 import re
 import sys
 
-from dmc.config import RunConfig
+from dmc.config import RunConfig, fields_of
 
 
 def rows(section_obj, prefix: str):
+    """(key, default, meaning, provenance) of every field, plugged sections (each method's own) included."""
     src = inspect.getsource(type(section_obj))
     comments = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", src, flags=re.M))
-    for f in dataclasses.fields(section_obj):
-        value = getattr(section_obj, f.name)
-        key = f"{prefix}{f.name}"
+    for name in fields_of(section_obj):
+        value = getattr(section_obj, name)
+        key = f"{prefix}{name}"
         if dataclasses.is_dataclass(value):
             yield from rows(value, key + ".")
             continue
-        note = comments.get(f.name, "")
+        note = comments.get(name, "")
         prov = re.findall(r"\[(paper[^\]]*|released[^\]]*|reconstruction)\]", note)
         note = re.sub(r"\s*\[(paper[^\]]*|released[^\]]*|reconstruction)\]\s*", " ", note).strip()
         note = note.replace("|", "/")

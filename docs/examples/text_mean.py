@@ -1,5 +1,7 @@
 """An example method (docs/extending.md): each class's prototype mixes its template text feature with the
-mean of its images' features, on a frozen CLIP. tests/test_extending.py runs it for three tasks."""
+mean of its images' features, on a frozen CLIP. One file: the method, its memory, its config section and
+its line in the method table (`METHODS.register`). tests/test_extending.py sets its option with --set,
+runs it for three tasks and resumes it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,14 +37,12 @@ class ClassMeans(nn.Module):
             self.means = torch.cat([self.means, self.means.new_zeros(extra, self.means.shape[1])])
 
 
-@METHODS.register("text-mean")
+@METHODS.register("text-mean", section="text_mean", options=TextMeanConfig)  # its line in the method table
 class TextMean(Method):
-    name = "text-mean"
     frozen_image_encoder = True  # the image tower never trains: the loop encodes the test set once
 
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.opts = getattr(self.cfg, "text_mean", TextMeanConfig())  # cfg.text_mean once RunConfig has it
+        super().__init__(*args, **kwargs)  # self.opts: its section (text_mean.*); self.cfg: the shared ones it uses
         self.memory = ClassMeans(self.model.visual.output_dim).to(self.rt.device)
         self.learned["memory"] = self.memory  # what training changes: checkpointed, loaded on resume
 

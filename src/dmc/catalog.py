@@ -2,8 +2,8 @@
 here, so a typo in a method, a backbone, a benchmark or its data root costs a fraction of a second instead
 of the seconds that importing the engine takes.
 
-The lists are those of the registries (`dmc.methods.METHODS`, `dmc.models.clip.BACKBONES`), which import
-torch; tests/test_cli.py checks that they agree. Benchmarks are checked by building the benchmark itself
+The names are the registries' own: the method table (`dmc.config.table`) and `dmc.models.BACKBONES` know
+theirs without importing what they name. Benchmarks are checked by building the benchmark itself
 (`dmc.data`, which needs no torch): its name, split, class order file and data root.
 """
 from __future__ import annotations
@@ -11,13 +11,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from dmc.config import RunConfig
+from dmc.config import METHODS, RunConfig
 from dmc.data.benchmark import make_benchmark
 from dmc.errors import UserError
-
-METHODS = ("coop", "cotrain", "dmc", "dmc-ot", "finetune", "joint", "proof", "ranpac", "rapf", "simplecil",
-           "zeroshot")
-BACKBONES = ("ViT-B-16", "tiny", "toy")
+from dmc.models import BACKBONES
 
 
 def open_clip_models() -> set[str] | None:
@@ -33,14 +30,15 @@ def open_clip_models() -> set[str] | None:
 
 def check_method(name: str) -> None:
     if name not in METHODS:
-        raise UserError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
+        raise UserError(f"unknown method {name!r}; choose one of: {', '.join(METHODS.names())}")
 
 
 def check_backbone(name: str) -> None:
     known = open_clip_models()
     if name in BACKBONES or known is None or name in known:
         return
-    raise UserError(f"unknown backbone {name!r}; choose tiny, toy or an open_clip model name "
+    own = ", ".join(n for n in BACKBONES.names() if n not in known)
+    raise UserError(f"unknown backbone {name!r}; choose {own} or an open_clip model name "
                     f"(open_clip lists {len(known)}, e.g. ViT-B-16, ViT-L-14)")
 
 

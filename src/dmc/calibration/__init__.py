@@ -1,7 +1,10 @@
-"""Drift calibration of stored class Gaussians: none (DMC) / mean-shift (SDC-style) / OT (DMC-OT)."""
+"""Drift calibration of stored class Gaussians: strategies registered by name (none / mean-shift / OT, at
+class or sample level; `dmc.config.CALIBRATIONS`) over pure drift functions (`drift`)."""
 from dmc.calibration.bench import bench_ot
-from dmc.calibration.calibrate import calibrate_gaussians
+from dmc.calibration.calibrate import (Calibrated, Calibration, MeanShift, NoCalibration, OptimalTransport,
+                                       calibrate_gaussians, make_calibration)
 from dmc.calibration.drift import (
+    Transport,
     mean_shift_drift,
     ot_drift,
     ot_plan,
@@ -13,9 +16,16 @@ from dmc.config import SOLVERS, CalibrationConfig
 
 __all__ = [
     "SOLVERS",
+    "Calibrated",
+    "Calibration",
     "CalibrationConfig",
+    "MeanShift",
+    "NoCalibration",
+    "OptimalTransport",
+    "Transport",
     "bench_ot",
     "calibrate_gaussians",
+    "make_calibration",
     "mean_shift_drift",
     "ot_drift",
     "ot_plan",

@@ -10,17 +10,14 @@ Learning", CVPR 2020). Both use POT's or torch's solvers only; every function is
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import ot
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dmc.config.methods import check_solver
-
 logger = logging.getLogger(__name__)
-
 
 
 def squared_distances(x: Tensor, y: Tensor, normalize: bool = True) -> Tensor:
@@ -36,6 +33,12 @@ def squared_distances(x: Tensor, y: Tensor, normalize: bool = True) -> Tensor:
     return sq.addmm_(x, y.T, alpha=-2.0).clamp_(min=0.0)
 
 
+class Transport(NamedTuple):
+    plan: Tensor  # (n, m), sum_ij P_ij = 1
+    niter: int  # Sinkhorn iterations
+    err: float  # relative column-marginal error (0 for semi-relaxed OT, whose column marginal is a penalty)
+
+
 def ot_plan(
     x: Tensor,
     y: Tensor,
@@ -46,8 +49,7 @@ def ot_plan(
     tol: float = 1e-2,
     solver: str = "sinkhorn",
     relax: float | None = None,
-    log: bool = False,
-) -> Tensor | tuple[Tensor, dict[str, Any]]:
+) -> Transport:
     """Entropic OT plan between two uniform point clouds (POT's Sinkhorn, on torch tensors).
 
     With ``relax`` set, the column marginal is only a KL penalty of weight ``relax`` (semi-relaxed OT,
@@ -61,19 +63,18 @@ def ot_plan(
     ``ot.sinkhorn`` (POT) on the torch tensors: ``method="sinkhorn"`` (scaling iterations on
     K = exp(-M/reg)) or ``"sinkhorn_log"`` (log-domain iterations). Both reach the same plan; the log
     domain is only needed when K would underflow, i.e. reg < SCALING_MIN_REG (exp(-50) is far above
-    float32's smallest normal), and costs ~15x more per iteration on CPU (logsumexp vs matvec).
+    float32's smallest normal), and costs ~15x more per iteration on CPU (logsumexp vs matvec). Which
+    solver is safe at which ``reg`` is the config's check (`CalibrationConfig`), made once, not here.
 
     Args:
         x: (n, D), y: (m, D), same dtype and device (float32 or float64, CPU or GPU).
         reg: entropic regularisation (> 0; >= SCALING_MIN_REG for "sinkhorn"). max_iter: iteration cap.
         tol: stop when ||P^T 1 - 1/m||_2 <= tol * ||1/m||_2 (POT checks every 10 iterations).
         solver: POT method, "sinkhorn" or "sinkhorn_log".
-        log: also return {"niter": int, "err": float (relative column-marginal error)}.
     Returns:
-        P (n, m) with sum_ij P_ij = 1, and the log dict if ``log``.
+        The plan P (n, m) with the solver's iterations and marginal error.
     """
     _check_pair(x, y)
-    check_solver(solver, reg)
     cost = squared_distances(x, y, normalize)  # (n, m)
     # Scaling the cost to max 1 is the same problem as keeping it and scaling reg (and relax) by its max:
     # exp(-(M / s) / reg) = exp(-M / (s reg)). That saves a pass over the (n, m) matrix.
@@ -88,7 +89,7 @@ def ot_plan(
             a, b, cost, reg * scale, reg_m=(float("inf"), relax * scale),
             method="sinkhorn_stabilized" if solver == "sinkhorn_log" else solver, numItermax=max_iter,
             stopThr=thr, log=True)
-        return (plan, {"niter": int(info.get("niter", max_iter)), "err": 0.0}) if log else plan
+        return Transport(plan, int(info.get("niter", max_iter)), 0.0)
     plan, info = ot.sinkhorn(
         a, b, cost, reg * scale, method=solver, numItermax=max_iter, stopThr=thr, log=True, warn=False
     )
@@ -96,7 +97,7 @@ def ot_plan(
     if err > tol:
         logger.warning("Sinkhorn stopped after %d iterations (max_iter=%d) with relative marginal error "
                        "%.2e > tol=%.0e", int(info["niter"]) + 1, max_iter, err, tol)
-    return (plan, {"niter": int(info["niter"]) + 1, "err": err}) if log else plan
+    return Transport(plan, int(info["niter"]) + 1, err)
 
 
 def ot_drift(
@@ -108,12 +109,12 @@ def ot_drift(
     the plan's log ({"niter", "err"}). ``plan_kwargs`` go to ``ot_plan``.
     """
     _check_transfer(u, a, delta)
-    plan, info = ot_plan(u, a, reg, log=True, **plan_kwargs)  # (S, N)
+    plan, niter, err = ot_plan(u, a, reg, **plan_kwargs)  # (S, N)
     ones = torch.ones(delta.shape[0], 1, dtype=delta.dtype, device=delta.device)
     moved = plan @ torch.cat([delta, ones], 1)  # (S, D + 1): sum_j P_ij delta_j and sum_j P_ij in one pass
     del plan
     rows = moved[:, -1:].clamp_min(torch.finfo(moved.dtype).tiny)  # (S, 1)
-    return moved[:, :-1] / rows, info
+    return moved[:, :-1] / rows, {"niter": niter, "err": err}
 
 
 def transfer_drift_ot(u: Tensor, a: Tensor, delta: Tensor, reg: float = 0.05, **plan_kwargs: Any) -> Tensor:

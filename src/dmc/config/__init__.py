@@ -1,22 +1,26 @@
 """Run configuration: dataclass sections, YAML presets, typed `--set key.path=value` overrides.
 
-The config owns the description of every section (fields, defaults, provenance, accepted values) and
-imports nothing of the library above it, so methods, the loop and the CLI can all take a `RunConfig`.
+The config owns the description of every section (fields, defaults, provenance, accepted values) and the
+method table (`table.py`: each method's class, own section and preset), and imports nothing of the library
+above it, so methods, the loop and the CLI can all take a `RunConfig`, and a name or a value is checked
+before torch loads.
 """
-from dmc.config.checks import BadValue, Section
+from dmc.config.checks import BadValue, Section, fields_of, plug
 from dmc.config.data import BenchmarkConfig, DataConfig, WorldConfig
-from dmc.config.methods import (SOLVERS, CalibrationConfig, DmcConfig, MemoryConfig, ProofConfig, RanpacConfig,
+from dmc.config.methods import (CALIBRATIONS, SOLVERS, CalibrationConfig, MemoryConfig, ProofConfig, RanpacConfig,
                                 RapfConfig, ReplayConfig)
 from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
 from dmc.config.resolve import (
-    SMOKE, add_provenance, apply_dict, load, parse_set, resolve, save, saved_tree, set_key, to_dict, validate,
+    SMOKE, add_provenance, apply_dict, load, parse_set, resolve, save, saved_tree, set_key, smoke_settings, to_dict,
+    validate,
 )
 from dmc.config.run import CheckpointConfig, DiagnosticsConfig, EvalConfig, RunConfig
+from dmc.config.table import METHODS, MethodSpec
 
 __all__ = [
-    "SMOKE", "SOLVERS", "BadValue", "BenchmarkConfig", "CalibrationConfig", "CheckpointConfig", "DataConfig",
-    "DiagnosticsConfig", "DmcConfig", "EvalConfig", "MemoryConfig", "ModelConfig", "PromptConfig",
-    "ProofConfig", "RanpacConfig", "RapfConfig", "ReplayConfig", "RunConfig", "Section", "VisionConfig",
-    "WorldConfig", "add_provenance", "apply_dict", "load", "parse_set", "resolve", "save", "saved_tree", "set_key", "to_dict",
-    "validate",
+    "CALIBRATIONS", "METHODS", "SMOKE", "SOLVERS", "BadValue", "BenchmarkConfig", "CalibrationConfig",
+    "CheckpointConfig", "DataConfig", "DiagnosticsConfig", "EvalConfig", "MemoryConfig", "MethodSpec",
+    "ModelConfig", "PromptConfig", "ProofConfig", "RanpacConfig", "RapfConfig", "ReplayConfig", "RunConfig",
+    "Section", "VisionConfig", "WorldConfig", "add_provenance", "apply_dict", "fields_of", "load", "parse_set", "plug", "resolve",
+    "save", "saved_tree", "set_key", "smoke_settings", "to_dict", "validate",
 ]

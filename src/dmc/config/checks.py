@@ -6,8 +6,10 @@ data is loaded. Code below the config trusts these values and does not check the
 """
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Sequence
+import typing
+from typing import Any, Sequence
 
 from dmc.errors import UserError
 
@@ -25,15 +27,51 @@ class BadValue(UserError, ValueError):
         return BadValue(f"{section}.{self.field}", self.value, self.expected)
 
 
+PLUGS: dict[type, dict[str, type]] = {}  # host config class -> {name: section class} plugged into it
+
+
 class Section:
     """Base of the config sections: values are checked when a section is built and again by `validate`
-    (overrides set fields one by one, after construction)."""
+    (overrides set fields one by one, after construction).
+
+    A section with a `plugged` field (`RunConfig`, `DataConfig`) also holds the sections others plug into it
+    (`plug`): read as attributes, set with `--set`, saved and checked like its own fields."""
 
     def __post_init__(self) -> None:
+        plugged = self.__dict__.get("plugged")
+        if plugged is not None:
+            for name, cls in PLUGS.get(type(self), {}).items():
+                plugged.setdefault(name, cls())
         self.check()
+
+    def __getattr__(self, name: str) -> Any:  # only reached for names that are not fields: plugged sections
+        plugged = self.__dict__.get("plugged")
+        if plugged is not None and name in plugged:
+            return plugged[name]
+        raise AttributeError(f"{type(self).__name__} has no field {name!r}")
 
     def check(self) -> None:
         """Raise BadValue for a field outside what it accepts (nothing to check by default)."""
+
+
+def plug(host: type, name: str, section: type) -> None:
+    """Make `section` a sub-section `name` of every `host` config built from now on: how a method's own
+    options join `RunConfig` (the method table) and the glyph world's settings join `DataConfig`, without
+    the host's file naming them."""
+    if name in {f.name for f in dataclasses.fields(host)}:
+        raise ValueError(f"{host.__name__} already has a field {name!r}")
+    known = PLUGS.setdefault(host, {})
+    if known.get(name, section) is not section:
+        raise ValueError(f"config section {name!r} of {host.__name__} plugged twice")
+    known[name] = section
+
+
+def fields_of(section: object) -> dict[str, Any]:
+    """Name -> type of every field of a config object, in order, its plugged sections last."""
+    hints = typing.get_type_hints(type(section))
+    out = {f.name: hints[f.name] for f in dataclasses.fields(section) if f.name != "plugged"}
+    out.update({name: type(value) for name, value in section.__dict__.get("plugged", {}).items()})
+    return out
 
 
 def one_of(section: object, name: str, choices: Sequence[str], shown: str | None = None) -> None:

@@ -1,10 +1,11 @@
 """Config sections of how the methods learn: replay, the memory (Gaussian statistics, exemplars), drift
-calibration, DMC, and the peers RAPF, RanPAC and PROOF."""
+calibration (and the calibrations there are), and the own options of the peers RAPF, RanPAC and PROOF."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from dmc.config.checks import BadValue, Section, at_least, one_of, positive, stage_epochs
+from dmc.registry import Registry
 
 SOLVERS = ("sinkhorn", "sinkhorn_log")  # POT's entropic OT methods that calibration may use
 SCALING_MIN_REG = 0.02  # below it, exp(-cost/reg) (cost <= 1) may underflow: use "sinkhorn_log"
@@ -59,6 +60,14 @@ def check_solver(solver: str, reg: float) -> None:
                                    "use 'sinkhorn_log'")
 
 
+# The calibrations, by name (`calibration.method`): strategies in dmc.calibration, imported on first use, so
+# that a name is checked here without torch. Each is built from a CalibrationConfig.
+CALIBRATIONS: Registry = Registry("calibration")
+CALIBRATIONS.add("none", "dmc.calibration.calibrate:NoCalibration")  # DMC: the statistics as stored
+CALIBRATIONS.add("mean-shift", "dmc.calibration.calibrate:MeanShift")  # SDC's kernel-weighted drift
+CALIBRATIONS.add("ot", "dmc.calibration.calibrate:OptimalTransport")  # DMC-OT (a): the OT plan's drift
+
+
 @dataclass
 class CalibrationConfig(Section):
     """How stored Gaussians follow the encoder's drift (DMC-OT (a) is ``[paper]``; its form is ours)."""
@@ -76,17 +85,12 @@ class CalibrationConfig(Section):
     min_eig: float = 5e-5  # [reconstruction] eigenvalue floor (x tr/D) for calibrated covariances; half the ridge
 
     def check(self) -> None:
-        one_of(self, "method", ("none", "mean-shift", "ot"))
+        one_of(self, "method", tuple(CALIBRATIONS))
         one_of(self, "level", ("sample", "class"))
         check_solver(self.solver, self.reg)
         at_least(self, 2, "samples_per_class")  # a covariance change needs two samples
         at_least(self, 1, "max_iter")
         positive(self, "sigma", "tol", "min_eig", "relax")
-
-
-@dataclass
-class DmcConfig(Section):
-    decoupled: bool = True  # [paper] stage 1 (vision, text frozen) then stage 2 (prompts, vision frozen)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Resolving a run's config: YAML presets, typed `--set key.path=value` overrides, checks, files.
 
-Resolution order (later wins): dataclass defaults -> method preset -> benchmark preset -> the benchmark
-preset's `per_method.<method>` block -> CLI flags -> `--set` overrides. Every section's checks then run on
-the final values.
+Resolution order (later wins): dataclass defaults -> method preset (its line in the method table,
+`dmc.config.table`) -> benchmark preset -> the benchmark preset's `per_method.<method>` block -> `--smoke`
+-> CLI flags -> `--set` overrides. Every section's checks then run on the final values.
 
 Why the benchmark preset comes after the method preset: a method preset says what the method *is*
 (calibration off for DMC, RAPF's shrinkage) and holds no learning rate or epoch count; the benchmark preset
@@ -13,6 +13,7 @@ benchmark (tests/test_presets.py pins the resolved rates and epochs of every pai
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -22,27 +23,27 @@ from typing import Any
 
 import yaml
 
-from dmc.config.checks import BadValue
+from dmc.config.checks import BadValue, fields_of
 from dmc.config.run import RunConfig
+from dmc.config.table import METHODS
 from dmc.errors import UserError
 from dmc.files import write_text
 
-SMOKE = {
+SMOKE = {  # --smoke in the shared sections; each method's own section says its part in the method table
     "benchmark.max_tasks": 3,
     "benchmark.train_per_class": 8,
     "benchmark.test_per_class": 4,
     "vision.epochs": 1,
     "prompt.epochs": 1,
-    "rapf.epochs": 1,
-    "proof.epochs": 1,
 }
 
 
-# --------------------------------------------------------------------------- typed updates
-def _field_types(obj: Any) -> dict[str, Any]:
-    hints = typing.get_type_hints(type(obj))
-    return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+def smoke_settings() -> dict[str, Any]:
+    """Everything `--smoke` sets: 3 tasks, few images, one epoch per stage of every method."""
+    return {**SMOKE, **METHODS.smoke()}
 
+
+# --------------------------------------------------------------------------- typed updates
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert a YAML value to the annotated field type; one clear error naming the key."""
@@ -83,7 +84,7 @@ def set_key(cfg: RunConfig, key: str, value: Any) -> None:
     obj: Any = cfg
     parts = key.split(".")
     for i, part in enumerate(parts):
-        types_ = _field_types(obj)
+        types_ = fields_of(obj)
         if part not in types_:
             where = ".".join(parts[:i]) or "the config"
             valid = ", ".join(sorted(types_))
@@ -165,11 +166,12 @@ def resolve(
         cfg.method = method
     bench_preset = _preset("benchmarks", cfg.benchmark.name)
     per_method = bench_preset.pop("per_method", {}) or {}
-    apply_dict(cfg, _preset("methods", cfg.method))
+    for key, value in METHODS.preset(cfg.method).items():
+        set_key(cfg, key, value)
     apply_dict(cfg, bench_preset)
     apply_dict(cfg, per_method.get(cfg.method, {}))
     if smoke:
-        for key, value in SMOKE.items():
+        for key, value in smoke_settings().items():
             set_key(cfg, key, value)
     for key, value in (overrides or {}).items():
         set_key(cfg, key, value)
@@ -181,19 +183,28 @@ def resolve(
 
 def validate(cfg: Any, path: str = "") -> None:
     """Run every section's `check` on the final values (nested sections too); the error names the key."""
-    for f in dataclasses.fields(cfg):
-        section = getattr(cfg, f.name)
+    for name in fields_of(cfg):
+        section = getattr(cfg, name)
         if not dataclasses.is_dataclass(section):
             continue
         try:
             section.check()
         except BadValue as exc:
-            raise exc.under(path + f.name) from None
-        validate(section, f"{path}{f.name}.")
+            raise exc.under(path + name) from None
+        validate(section, f"{path}{name}.")
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The config as nested mappings, plugged sections included (what config.yaml holds)."""
+    return _tree(cfg)
+
+
+def _tree(section: Any) -> dict[str, Any]:
+    out = {}
+    for name in fields_of(section):
+        value = getattr(section, name)
+        out[name] = _tree(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+    return out
 
 
 def save(cfg: RunConfig, path: Path, provenance: dict[str, Any] | None = None) -> None:

@@ -1,12 +1,12 @@
-"""The whole run's config: every section, in the order a run is resolved."""
+"""The whole run's config: every shared section, in the order a run is resolved; each method's own options
+join it from the method table (`dmc.config.table`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from dmc.config.checks import Section, at_least, one_of
 from dmc.config.data import BenchmarkConfig, DataConfig
-from dmc.config.methods import (CalibrationConfig, DmcConfig, MemoryConfig, ProofConfig, RanpacConfig, RapfConfig,
-                                ReplayConfig)
+from dmc.config.methods import CalibrationConfig, MemoryConfig, ReplayConfig
 from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
 
 
@@ -33,9 +33,11 @@ class EvalConfig(Section):
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Section):
     """Fields in the order a run is resolved: the seed; the benchmark and what its preset sets (data,
-    model); the method and the sections that method presets tune; the harness around every method."""
+    model); the method and the shared sections that method presets tune; the harness around every method.
+    Then, in `plugged`, the own options of every method in the method table (`cfg.rapf`, `cfg.proof`, ...),
+    read as attributes like the fields above: a method brings its section without this file naming it."""
 
     seed: int = 1993  # seeds everything (class order too unless benchmark.order_seed is set)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
@@ -47,10 +49,7 @@ class RunConfig:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    dmc: DmcConfig = field(default_factory=DmcConfig)
-    rapf: RapfConfig = field(default_factory=RapfConfig)
-    ranpac: RanpacConfig = field(default_factory=RanpacConfig)
-    proof: ProofConfig = field(default_factory=ProofConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    plugged: dict[str, Section] = field(default_factory=dict)  # each method's own options, by section name

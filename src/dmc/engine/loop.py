@@ -15,6 +15,7 @@ from dmc import config, faults, metrics
 from dmc.config import RunConfig
 from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, write_plan
 from dmc.data.dataset import ImageDataset, select, subset_dataset
+from dmc.engine.diagnostics import observers
 from dmc.methods import METHODS, Method
 from dmc.models.clip import Backbone, build_backbone
 from dmc.report import plot_run
@@ -161,6 +162,7 @@ def run_tasks(cfg: RunConfig, rt: Runtime, bench: Benchmark, data: dict, method:
     for rec in records:
         R[rec["task"] - 1, : rec["task"]] = rec["acc_row"]
     elapsed_before = sum(rec.get("time_s", {}).get("total", 0.0) for rec in records)
+    method.observers = observers(cfg)  # diagnostics asked for by the config
     bar = tqdm(range(T), desc=f"{cfg.method} on {bench.name}", disable=not rt.bars)
     for t in bar:
         seed_everything(derive_seed(cfg.seed, "task", t))
@@ -245,8 +247,8 @@ def evaluate_task(method: Method, task: Task, data: dict, batch_size: int) -> tu
         data["test_features"] = method.encode(test, "test features (encoded once)")[0]
         data["test_tower"] = tower_version(method.model.visual)
     elif tower_version(method.model.visual) != data["test_tower"]:
-        raise RuntimeError(f"method {method.name!r} sets frozen_image_encoder = True but its image tower changed "
-                           "after the test features were cached; it must not set the flag")
+        raise RuntimeError(f"method {type(method).__name__} sets frozen_image_encoder = True but its image tower "
+                           "changed after the test features were cached; it must not set the flag")
     feats = data["test_features"][torch.as_tensor(mine, device=data["test_features"].device)]
     return predict_features(method.scores, protos, feats, task.seen), test.labels[mine]
 

@@ -6,8 +6,14 @@ on resume before the checkpoint is loaded), `train_task` (all training stages), 
 tower is frozen). Every module that training changes is registered in `learned`, whose torch `state_dict`
 is the checkpoint. A method with `uses_exemplars` trains on its task's images plus the exemplars of old
 classes (the loop adds them) and picks its new classes' exemplars with `remember_exemplars`.
+
+A method sees its own config section (`opts`, from its line in the method table) and, in `cfg`, only the
+shared sections it names in `uses`: what it reads is stated once, at the top of its class.
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,19 +23,29 @@ from torch import nn
 from dmc.config import RunConfig
 from dmc.data.benchmark import Benchmark
 from dmc.data.dataset import ImageDataset
+from dmc.config.table import METHODS
 from dmc.memory.exemplars import ExemplarMemory, herding, random_exemplars
 from dmc.models.clip import Backbone, template_text_features
-from dmc.registry import Registry
 from dmc.training.features import encode_dataset
 from dmc.training.losses import cosine_logits
 from dmc.training.runtime import Runtime
 from dmc.training.task import Task
 
 
+class Settings(SimpleNamespace):
+    """The part of a run's config a method sees: `seed`, `eval` (how the harness encodes) and the shared
+    sections the method `uses` (`vision`, `prompt`, `replay`, `memory`, `calibration`)."""
+
+
+def settings(cfg: RunConfig, uses: tuple[str, ...]) -> Settings:
+    """`cfg` narrowed to the seed, `eval` and the sections in `uses`."""
+    return Settings(seed=cfg.seed, eval=cfg.eval, **{name: getattr(cfg, name) for name in uses})
+
+
 class Method:
     """Base: CLIP with template prompts (with `frozen_image_encoder`, exactly the `zeroshot` baseline)."""
 
-    name = "base"
+    uses: tuple[str, ...] = ()  # the shared config sections the method reads (its own section is `opts`)
     single_task = False  # True: the loop merges every class into one task (the `joint` upper bound)
     # True (opt-in, for methods that never train the image tower): the loop encodes the test set once and
     # reuses the features; it checks that the tower did not change. False (the default): the tower is
@@ -39,7 +55,12 @@ class Method:
     uses_exemplars = False  # True: task t trains on its images + old classes' exemplars (memory.exemplars_per_class)
 
     def __init__(self, cfg: RunConfig, backbone: Backbone, bench: Benchmark, rt: Runtime) -> None:
-        self.cfg, self.backbone, self.bench, self.rt = cfg, backbone, bench, rt
+        exemplar_settings = ("memory",) if self.uses_exemplars and "memory" not in self.uses else ()
+        self.cfg = settings(cfg, self.uses + exemplar_settings)  # exemplars follow memory.exemplar_*
+        section = METHODS.section(cfg.method)
+        self.opts: Any = getattr(cfg, section) if section else None  # the method's own options
+        self.backbone, self.bench, self.rt = backbone, bench, rt
+        self.observers: list = []  # the loop's observers (diagnostics), told of events by `observe`
         self.model = backbone.model.to(rt.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -74,6 +95,16 @@ class Method:
         """(B, C) scores of cached image-encoder outputs feats (B, D) against `class_features` protos; the
         prediction is their argmax. Default: the cosine of `head(feats)` with each prototype."""
         return self.head(feats).float() @ protos.t()
+
+    def observe(self, event: str, task: Task, **data: Any) -> dict:
+        """Tell the loop's observers that `event` happened in this task (e.g. "calibrated": old classes'
+        statistics were just calibrated); what they measure joins the task's metrics line."""
+        out: dict = {}
+        for observer in self.observers:
+            hook = getattr(observer, event, None)
+            if hook is not None:
+                out.update(hook(self, task, **data) or {})
+        return out
 
     # ---- exemplar memory (methods with `uses_exemplars`)
     def exemplar_rows(self) -> np.ndarray | None:
@@ -119,6 +150,3 @@ class Method:
     def logits(self, feats: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
         return cosine_logits(feats, protos, self.scale())  # (B, C), float32 also under bf16 autocast
 
-
-METHODS: Registry[type[Method]] = Registry("method")
-METHODS.register("zeroshot")(type("ZeroShot", (Method,), {"name": "zeroshot", "frozen_image_encoder": True}))

@@ -1,19 +1,24 @@
-"""Baselines on the shared loop: finetune, joint, coop (zeroshot is the base Method)."""
+"""Baselines on the shared loop: zeroshot, finetune, joint, coop."""
 from __future__ import annotations
 
 import torch
 
-from dmc.methods.base import METHODS, Method
+from dmc.methods.base import Method
 from dmc.methods.stages import train_prompts, train_vision
 from dmc.models.prompts import PromptLearner
 from dmc.training.task import Task
 
 
-@METHODS.register("finetune")
+class ZeroShot(Method):
+    """Frozen CLIP with the benchmark's template prompts: the base method as it is."""
+
+    frozen_image_encoder = True
+
+
 class Finetune(Method):
     """Sequential adaptation of the image tower against frozen template text (no replay)."""
 
-    name = "finetune"
+    uses = ("vision",)
     frozen_image_encoder = False
 
     def train_task(self, task: Task) -> dict:
@@ -24,20 +29,17 @@ class Finetune(Method):
         return {"stage1_loss": loss}
 
 
-@METHODS.register("joint")
 class Joint(Finetune):
     """Upper bound: every class in one task, same trainable part and recipe as `finetune`."""
 
-    name = "joint"
     single_task = True
 
 
-@METHODS.register("coop")
 class CoOp(Method):
     """Sequential task-specific soft prompts, each trained on its own task only, vision frozen, earlier
     prompts frozen: the classifier-bias baseline of the paper's abstract."""
 
-    name = "coop"
+    uses = ("prompt",)
     frozen_image_encoder = True
 
     def __init__(self, *args, **kwargs) -> None:

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dmc.analytic import class_means
-from dmc.methods.base import METHODS, Method
+from dmc.methods.base import Method
 from dmc.models.fusion import ContextFusion, ExpandableProjection
 from dmc.training.features import feature_batches, label_lut
 from dmc.training.fit import fit
@@ -88,20 +88,19 @@ class ProofHead(nn.Module):
         return img, txt, (q * t).sum(-1), (q * r).sum(-1)
 
 
-@METHODS.register("proof")
 class Proof(Method):
-    name = "proof"
+    uses = ("memory",)  # how many exemplars, chosen how (`memory.exemplar_*`)
     uses_exemplars = True
     frozen_image_encoder = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        p = self.cfg.proof
+        p = self.opts
         self.net = ProofHead(int(self.model.visual.output_dim), p.heads, p.dropout).to(self.rt.device).eval()
         self.learned["proof"] = self.net
 
     def begin_task(self, task: Task) -> None:
-        self.net.add_task(max(task.seen) + 1, self.cfg.proof.context_per_task)
+        self.net.add_task(max(task.seen) + 1, self.opts.context_per_task)
 
     def train_task(self, task: Task) -> dict:
         clock = time.time()
@@ -118,7 +117,7 @@ class Proof(Method):
         return info
 
     def _train(self, task: Task, feats: Tensor, labels: Tensor) -> list[float]:
-        p, dev = self.cfg.proof, self.rt.device
+        p, dev = self.opts, self.rt.device
         text, protos = self.template_features(task.seen), self.net.prototypes[task.seen]  # (C, D) each
         lut, scale = label_lut(task.seen, dev), self.scale()
         net = self.rt.wrap(self.net)  # DistributedDataParallel under torchrun

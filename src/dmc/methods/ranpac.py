@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dmc.analytic import one_hot, random_features, random_projection, ridge_solve, ridge_sums, select_ridge
-from dmc.methods.base import METHODS, Method
+from dmc.methods.base import Method
 from dmc.methods.stages import train_vision
 from dmc.training.features import label_lut
 from dmc.training.runtime import derive_seed
@@ -98,14 +98,13 @@ class RidgeReadout(nn.Module):
         self._proj, self._w = None, None
 
 
-@METHODS.register("ranpac")
 class RanPAC(Method):
-    name = "ranpac"
+    uses = ("vision",)  # the recipe of the first-task adaptation (`ranpac.adapt`)
     frozen_image_encoder = True  # frozen, or adapted on the first task only (before the test set is encoded)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        r = self.cfg.ranpac
+        r = self.opts
         seed = r.projection_seed if r.projection_seed is not None else derive_seed(self.cfg.seed, "ranpac projection")
         self.readout = RidgeReadout(int(self.model.visual.output_dim), r.dim, seed, self.rt.device)
         self.learned["readout"] = self.readout
@@ -116,7 +115,7 @@ class RanPAC(Method):
         self.readout.grow(max(task.seen) + 1)
 
     def train_task(self, task: Task) -> dict:
-        r = self.cfg.ranpac
+        r = self.opts
         info: dict = {"time_s": {}}
         if r.adapt and task.index == 0:
             clock = time.time()
@@ -143,10 +142,10 @@ class RanPAC(Method):
     def class_features(self, classes: list[int]) -> torch.Tensor:
         """The read-out's columns of `classes` (C, M), followed by w * t_c (C, D) when text_weight w > 0."""
         cols = self.readout.weights()[:, classes].T.float()  # (C, M)
-        w = self.cfg.ranpac.text_weight
+        w = self.opts.text_weight
         return torch.cat([cols, w * self.template_features(classes)], dim=1) if w else cols
 
     def head(self, feats: torch.Tensor) -> torch.Tensor:
         """h (B, M), followed by norm(x) (B, D) when text_weight > 0 (not normalised: scores are h W)."""
         h = self.readout.features(feats).float()  # (B, M)
-        return torch.cat([h, F.normalize(feats.float(), dim=-1)], dim=1) if self.cfg.ranpac.text_weight else h
+        return torch.cat([h, F.normalize(feats.float(), dim=-1)], dim=1) if self.opts.text_weight else h

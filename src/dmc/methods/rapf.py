@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from dmc.memory.gaussian import GaussianBank
-from dmc.methods.base import METHODS, Method
+from dmc.methods.base import Method
 from dmc.training.features import feature_batches, label_lut
 from dmc.training.fit import fit
 from dmc.training.losses import cosine_logits, cross_entropy
@@ -106,9 +106,10 @@ def fuse_adapter(w_old: torch.Tensor, w_new: torch.Tensor, bias: float) -> tuple
 
 
 # --------------------------------------------------------------------------- the method
-@METHODS.register("rapf")
 class RAPF(Method):
-    name = "rapf"
+    """Its own options are `opts` (`rapf.*`); replay and statistics follow the shared sections."""
+
+    uses = ("replay", "memory")
     frozen_image_encoder = True
 
     def __init__(self, *args, **kwargs) -> None:
@@ -129,8 +130,8 @@ class RAPF(Method):
         pairs = self._pairs(task)
         info["hinge_pairs"] = int(len(pairs))
         info["loss"] = self._train_adapter(task, feats, labels, pairs)
-        if self.cfg.rapf.fusion and task.index > 0:
-            fused, lam = fuse_adapter(w_old, self.adapter.weight.detach(), self.cfg.rapf.fusion_bias)
+        if self.opts.fusion and task.index > 0:
+            fused, lam = fuse_adapter(w_old, self.adapter.weight.detach(), self.opts.fusion_bias)
             with torch.no_grad():
                 self.adapter.weight.copy_(fused)
             info["fusion_mean_lambda"] = float(lam.mean())  # share of the task's update kept
@@ -141,7 +142,7 @@ class RAPF(Method):
 
     def _pairs(self, task: Task) -> torch.Tensor:
         """Neighbour pairs (index into task.old, index into task.classes) for the hinge; (0, 2) if off."""
-        r = self.cfg.rapf
+        r = self.opts
         if not (r.hinge and task.old and r.hinge_per_pair > 0):
             return torch.zeros(0, 2, dtype=torch.long, device=self.rt.device)
         return neighbour_pairs(self.template_features(task.old), self.template_features(task.classes),
@@ -153,7 +154,7 @@ class RAPF(Method):
         Replayed and hinge samples are drawn per step as one global batch from the task's generator on
         every rank (what one process draws); under torchrun each rank keeps its share of both, and both
         losses are means over the global batch, so any number of processes gives the single-process step."""
-        r, dev, rt = self.cfg.rapf, self.rt.device, self.rt
+        r, dev, rt = self.opts, self.rt.device, self.rt
         protos = self.template_features(task.seen)  # (C, D)
         lut = label_lut(task.seen, dev)
         scale = self.scale()

@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from dmc.memory.gaussian import GaussianBank
-from dmc.methods.base import METHODS, Method
+from dmc.methods.base import Method
 from dmc.training.task import Task
 
 
-@METHODS.register("simplecil")
 class SimpleCIL(Method):
-    name = "simplecil"
+    uses = ("memory",)
     frozen_image_encoder = True  # the tower never trains
 
     def __init__(self, *args, **kwargs) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from dmc.data.transforms import ArrayNormalize, pil_then
 from dmc.errors import UserError
-from dmc.registry import Registry
+from dmc.models import BACKBONES
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,6 @@ class Backbone:
     provenance: dict = field(default_factory=dict)  # what a run records about the weights (toy: recipe, sha256)
 
 
-BACKBONES: Registry[Callable[[str | None], Backbone]] = Registry("backbone")
-
 TINY_CONFIG = dict(
     embed_dim=32,
     vision_cfg=dict(image_size=32, patch_size=8, width=32, layers=2, head_width=16),
@@ -50,7 +48,6 @@ TINY_CONFIG = dict(
 )
 
 
-@BACKBONES.register("tiny")
 def build_tiny(pretrained: str | None = None) -> Backbone:
     """Randomly initialised, very small CLIP for tests (seeded by the caller's global seed)."""
     model = open_clip.CLIP(**TINY_CONFIG)
@@ -60,7 +57,11 @@ def build_tiny(pretrained: str | None = None) -> Backbone:
 
 
 DEFAULT_TAGS = {"ViT-B-16": "openai", "ViT-B-32": "openai", "ViT-L-14": "openai"}
-BACKBONES.register("ViT-B-16")(lambda pretrained=None: build_open_clip("ViT-B-16", pretrained))
+
+
+def build_vit_b16(pretrained: str | None = None) -> Backbone:
+    """CLIP ViT-B/16, OpenAI's weights unless `pretrained` names others: the paper's backbone."""
+    return build_open_clip("ViT-B-16", pretrained)
 
 
 def build_open_clip(name: str, pretrained: str | None) -> Backbone:

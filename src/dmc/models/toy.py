@@ -23,7 +23,7 @@ from dmc.data import glyphs
 from dmc.data.transforms import ArrayNormalize
 from dmc.errors import UserError
 from dmc.files import atomic_path, write_text
-from dmc.models.clip import BACKBONES, Backbone, encode_text_embeddings, template_text_features
+from dmc.models.clip import Backbone, encode_text_embeddings, template_text_features
 from dmc.schedule import cosine_lr
 
 log = logging.getLogger(__name__)
@@ -372,7 +372,6 @@ def build_and_cache(cfg: PretrainConfig) -> tuple[open_clip.CLIP, dict]:
     return model, report
 
 
-@BACKBONES.register("toy")
 def build_toy_backbone(pretrained: str | None = None) -> Backbone:
     """The project's own CLIP, pretrained on the clean glyph domain (shipped, or built once and cached);
     `pretrained` may name another toy checkpoint file (e.g. one built with other pretraining settings)."""
