@@ -97,7 +97,7 @@ def test_class_means_are_normalised_means_of_normalised_features():
 
 
 def test_bench_ridge_times_each_stage_of_a_task():
-    from dmc.engine.bench import bench_ridge
+    from dmc.bench import bench_ridge
 
     out = bench_ridge(dim_in=8, dim=32, n=50, classes=4, new=2)
     assert out["dim"] == 32 and out["n"] == 50 and out["gram_mb"] == 0  # 32^2 float64: 8 KB

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
+from dmc.bench import bench_ot
 from dmc.calibration import (
     CalibrationConfig,
-    bench_ot,
     calibrate_gaussians,
     ot_drift,
     ot_plan,

@@ -6,12 +6,13 @@ import unicodedata
 import numpy as np
 import pytest
 
-from dmc.data import glyphs
-from dmc.config import DataConfig, WorldConfig
+from dmc.world import glyphs
+from dmc.config import DataConfig
+from dmc.world.config import WorldConfig
 from dmc.data.sources.base import SOURCES
 from dmc.errors import DataError
 
-import dmc.data.sources.glyphs  # noqa: F401  (registers the source)
+import dmc.world.source  # noqa: F401  (registers the source)
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +95,7 @@ def test_source_contract(tmp_cache):
     src = SOURCES.get("glyphs")
     assert (src.name, src.template) == ("glyphs", "a rendering of the {}.")
     assert (src.default_base, src.default_increment, src.needs_root) == (0, 10, False)
-    data = DataConfig(world=WorldConfig(train_per_class=2, test_per_class=1))
+    data = DataConfig(plugged={"world": WorldConfig(train_per_class=2, test_per_class=1)})  # data.world
     assert src.class_names(data) == glyphs.class_names()
     train, test = src.load(data, "train"), src.load(data, "test")
     assert train.items.shape == (200, 32, 32, 3) and train.items.dtype == np.uint8

@@ -49,7 +49,7 @@ def trees(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backbones():
-    from dmc.models import toy
+    from dmc.world import toy
 
     real_get_toy = toy.get_toy
     toy.get_toy = lambda *a, **k: toy.build_toy()  # the toy CLIP's architecture and transforms, random weights

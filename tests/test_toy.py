@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dmc.data import glyphs
+from dmc.world import glyphs
 from dmc.errors import UserError
-from dmc.models import toy
+from dmc.world import toy
 
 # A few steps on 8 classes: the same code path as the real budget, in seconds. So short a run only leaves the
 # worse-than-uniform start (contrastive training first collapses to the uniform plateau), which is what we assert.
@@ -138,7 +138,7 @@ def test_package_ships_the_default_toy_clip():
     """The default `--backbone toy` needs no pretraining on a fresh install: the package carries weights
     built from today's default recipe, and they reproduce their recorded sha256."""
     meta = toy.shipped_metadata()
-    assert meta is not None, "src/dmc/models/weights/toy-clip.safetensors is missing"
+    assert meta is not None, "src/dmc/world/weights/toy-clip.safetensors is missing"
     cfg = toy.PretrainConfig()
     assert json.loads(meta["pretrain"]) == json.loads(json.dumps(dataclasses.asdict(cfg)))
     assert meta["key"] == toy.toy_key(cfg), "the default recipe changed: rebuild with `dmc pretrain-toy --ship`"

@@ -7,10 +7,10 @@ import pytest
 import torch
 import yaml
 
-from dmc.config import WorldConfig
-from dmc.data import glyphs
-from dmc.engine import regime
-from dmc.models import toy
+from dmc.world.config import WorldConfig
+from dmc.world import glyphs
+from dmc.world import regime
+from dmc.world import toy
 
 
 @pytest.fixture(autouse=True)

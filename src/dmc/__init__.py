@@ -1,9 +1,13 @@
 """dmc: CLIP-based class-incremental learning (DMC, DMC-OT and baselines).
 
 `dmc.load(run_dir)` gives the model a run trained (`classes`, `predict(images)`; see `dmc.engine.predict`).
-Importing `dmc` loads nothing heavy: torch comes with the first call that needs it.
+Importing `dmc` loads nothing heavy: torch comes with the first call that needs it. It registers the lab
+on top of the library (`dmc.world`: the glyph world's benchmark, backbone and settings, by name), which
+the library itself never imports.
 """
 from __future__ import annotations
+
+from dmc import world  # noqa: F401  (registers the benchmark `glyphs`, the backbone `toy`, `data.world`)
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from dmc.errors import UserError
+from dmc.errors import UserError, at_least_one
+from dmc.world import commands as world_commands
 
 log = logging.getLogger("dmc")
 
@@ -26,6 +27,16 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dmc", description="CLIP-based class-incremental learning: DMC, DMC-OT and baselines.")
     sub = p.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    _look_parsers(sub)
+    _sweep_parser(sub)
+    _predict_parser(sub)
+    world_commands.add_parsers(sub)
+    _bench_parsers(sub)
+    return p
+
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="run a class-incremental experiment (default: DMC-OT on the offline glyph world)")
     r.add_argument("--benchmark", help="benchmark name (dmc list)")
     r.add_argument("--method", help="method name (dmc list)")
@@ -38,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an unfinished run")
     r.add_argument("--quiet", action="store_true", help="no progress bars (bars are only drawn on a terminal)")
     r.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+
+
+def _look_parsers(sub: argparse._SubParsersAction) -> None:
+    """The commands that read without training: plan, list, compare."""
     pl = sub.add_parser("plan", help="print the class order and each task's classes (no images loaded)")
     pl.add_argument("benchmark")
     pl.add_argument("--seed", type=int)
@@ -49,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--plot", type=Path, help="also write the A_t curves to this PNG file")
     c.add_argument("--by-setting", action="store_true",
                    help="one row per setting: runs named <setting>-s<seed> are averaged (mean ± std over seeds)")
-    _sweep_parser(sub)
+
+
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("predict", help="class names and scores of images, from the model a run trained")
     pr.add_argument("run", type=Path, metavar="RUN_DIR")
     pr.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER", help="folders are searched recursively")
@@ -59,27 +76,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="json: one object per line and image; csv: one row per image and rank")
     pr.add_argument("--batch", type=int, help="images per batch (default: the run's eval.batch_size)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    w = sub.add_parser("world", help="the offline glyph world")
-    w.add_argument("--sheet", type=Path, help="write a contact sheet PNG of both domains")
-    w.add_argument("--regime", action="store_true",
-                   help="zero-shot, nearest class mean and analytic read-out of the frozen toy CLIP, and their ratios")
-    w.add_argument("--ceiling", action="store_true",
-                   help="Avg and Last of K cosine prototypes per class fitted on all seen classes after each task "
-                        "(frozen toy CLIP, exact features): the ceiling of a text classifier with K prompts per class")
-    w.add_argument("--prototypes", type=int, nargs="+", default=[1], metavar="K", help="K for --ceiling")
-    w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="class orders for --ceiling")
-    w.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="world or benchmark settings, e.g. --set data.world.severity=0.3")
-    t = sub.add_parser("pretrain-toy", help="build (or rebuild) the cached toy CLIP and print its zero-shot accuracy")
-    t.add_argument("--force", action="store_true",
-                   help="pretrain again (one thread, about 25 min) and check that it reproduces the shipped weights")
-    t.add_argument("--ship", action="store_true", help=argparse.SUPPRESS)  # maintainers: rewrite the shipped file
+
+
+def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bench-ot", help="time OT calibration (100 old classes x 256 samples vs 5000 features)")
     b.add_argument("--dim", type=int, default=512)
     b.add_argument("--device", default="cpu")
     b.add_argument("--repeats", type=int, default=3, help="timed calls; the median is reported")
-    b.add_argument("--level", choices=("sample", "class"), default=None,
-                   help="what is transported (calibration.level; default: the config default)")
+    b.add_argument("--level", help="what is transported: class or sample (calibration.level; default: the config's)")
     rb = sub.add_parser("bench-ridge", help="time one task of RanPAC's read-out: features, lambda choice, M x M solve")
     rb.add_argument("--dim-in", type=int, default=512, help="feature dimension D (ViT-B/16: 512, toy: 128)")
     rb.add_argument("--dim", type=int, default=10000, help="random features M (ranpac.dim)")
@@ -95,10 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--trainable", default="all", help="trainable part of the image tower (stage 1)")
     s.add_argument("--device", default="auto")
     s.add_argument("--precision", default="auto")
-    return p
 
 
-def _sweep_parser(sub) -> None:
+def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sweep", help="a grid of runs (benchmarks x methods x --set alternatives x seeds) in one "
                                      "folder, then its table over seeds")
     s.add_argument("--out", type=Path, required=True, help="the sweep's folder (run again to continue it)")
@@ -130,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dmc.rundir import RunDir
 
     if args.threads is not None:
-        _at_least_one(threads=args.threads)
+        at_least_one(threads=args.threads)
     if args.resume is not None:
         _resume_alone(args)
         cfg = config.load(RunDir.config_of(args.resume))
@@ -201,9 +204,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     import dmc.data.sources  # noqa: F401
+    from dmc.config import METHODS
     from dmc.data.sources.base import SOURCES
-    from dmc.methods import METHODS
-    from dmc.models.clip import BACKBONES
+    from dmc.models import BACKBONES
 
     print("benchmarks:", ", ".join(SOURCES.names()))
     print("methods:   ", ", ".join(METHODS.names()))
@@ -261,7 +264,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from dmc.data.sources.files import collect_images
     from dmc.rundir import RunDir
 
-    _at_least_one(topk=args.topk, **({} if args.batch is None else {"batch": args.batch}))
+    at_least_one(topk=args.topk, **({} if args.batch is None else {"batch": args.batch}))
     task = RunDir(args.run).trained_task(args.task)  # run, task and images are checked before torch loads
     images = collect_images(args.images)
     ModelConfig(device=args.device).check()
@@ -277,75 +280,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_world(args: argparse.Namespace) -> int:
-    from dmc import config
-    from dmc.data.glyphs import write_sheet
-
-    if args.sheet is None and not (args.regime or args.ceiling):
-        raise UserError("dmc world: give --sheet FILE.png, --regime and/or --ceiling")
-    _at_least_one(prototypes=min(args.prototypes))
-    cfg = config.resolve("glyphs", None, None, args.sets)
-    world = cfg.data.world
-    if args.sheet is not None:
-        write_sheet(args.sheet, world)
-        print(f"contact sheet: {args.sheet}")
-    if args.regime:
-        from dmc.engine.regime import glyph_regime, regime_table
-        from dmc.models.clip import build_backbone
-
-        result = glyph_regime(build_backbone("toy"), world)
-        print(regime_table(result, f"glyphs, severity {world.severity}"))
-    if args.ceiling:
-        from dmc.engine.regime import ceiling_table, glyph_ceiling
-        from dmc.models.clip import build_backbone
-
-        print(ceiling_table(glyph_ceiling(build_backbone("toy"), cfg, args.seeds, args.prototypes)))
-    return 0
-
-
-def cmd_pretrain_toy(args: argparse.Namespace) -> int:
-    from dmc.models import toy
-
-    cfg = toy.PretrainConfig()
-    meta = toy.shipped_metadata() or {}
-    shipped = meta.get("key") == toy.toy_key(cfg)
-    if not (args.force or args.ship):
-        model = toy.get_toy(cfg)
-        where = toy.toy_cache_path(cfg) if toy.toy_cache_path(cfg).is_file() else toy.SHIPPED
-        print(f"toy CLIP: {where} (sha256 {toy.state_sha256(model)[:16]}); --force rebuilds it")
-        return 0
-    model, report = toy.build_and_cache(cfg)
-    digest = toy.state_sha256(model)
-    print(f"toy CLIP built: {toy.toy_cache_path(cfg)} (clean zero-shot {100 * report['clean_zero_shot']:.1f}%, "
-          f"sha256 {digest[:16]})")
-    if args.ship:
-        print(f"shipped weights written: {toy.ship_toy(model, cfg, report)}")
-    elif shipped:
-        same = digest == meta.get("sha256")
-        print("identical to the shipped weights" if same else
-              f"differs from the shipped weights (sha256 {meta.get('sha256', '')[:16]}): another torch build or CPU")
-    return 0
-
-
-def _at_least_one(**flags: int) -> None:
-    """Counts given on the command line are >= 1 (one line, exit 2, like a config value)."""
-    for name, value in flags.items():
-        if value < 1:
-            raise UserError(f"bad value for --{name}: {value}; must be >= 1")
-
-
 def cmd_bench_ot(args: argparse.Namespace) -> int:
-    from dmc.calibration import bench_ot
     from dmc.config import CalibrationConfig
 
-    _at_least_one(dim=args.dim, repeats=args.repeats)
-    cfg = CalibrationConfig(level=args.level) if args.level else None
+    at_least_one(dim=args.dim, repeats=args.repeats)
+    cfg = CalibrationConfig(level=args.level) if args.level else None  # checked before torch loads
+    from dmc.bench import bench_ot
+
     print(json.dumps(bench_ot(dim=args.dim, device=args.device, repeats=args.repeats, cfg=cfg), indent=1))
     return 0
 
 
 def cmd_bench_ridge(args: argparse.Namespace) -> int:
-    from dmc.engine.bench import bench_ridge
+    from dmc.bench import bench_ridge
 
     print(json.dumps(bench_ridge(args.dim_in, args.dim, args.n, args.classes, device=args.device), indent=1))
     return 0
@@ -353,21 +300,20 @@ def cmd_bench_ridge(args: argparse.Namespace) -> int:
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     from dmc.config import ModelConfig, VisionConfig
-    from dmc.engine.bench import bench_speed
+    from dmc.bench import bench_speed
     from dmc.training.runtime import make_runtime
 
     ModelConfig(device=args.device, precision=args.precision)  # the flags are checked as a run's config is
     VisionConfig(trainable=args.trainable)
-    _at_least_one(batch=args.batch, classes=args.classes, repeats=args.repeats)
+    at_least_one(batch=args.batch, classes=args.classes, repeats=args.repeats)
     rt = make_runtime(args.device, args.precision, progress=False)
     print(json.dumps(bench_speed(rt, args.backbone, args.batch, args.classes, args.repeats, args.trainable), indent=1))
     return 0
 
 
 COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare, "sweep": cmd_sweep,
-            "predict": cmd_predict, "world": cmd_world,
-            "pretrain-toy": cmd_pretrain_toy, "bench-ot": cmd_bench_ot,
-            "bench-speed": cmd_bench_speed, "bench-ridge": cmd_bench_ridge}
+            "predict": cmd_predict, "bench-ot": cmd_bench_ot, "bench-speed": cmd_bench_speed,
+            "bench-ridge": cmd_bench_ridge, **world_commands.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,5 @@
 """Drift calibration of stored class Gaussians: strategies registered by name (none / mean-shift / OT, at
 class or sample level; `dmc.config.CALIBRATIONS`) over pure drift functions (`drift`)."""
-from dmc.calibration.bench import bench_ot
 from dmc.calibration.calibrate import (Calibrated, Calibration, MeanShift, NoCalibration, OptimalTransport,
                                        calibrate_gaussians, make_calibration)
 from dmc.calibration.drift import (
@@ -23,7 +22,6 @@ __all__ = [
     "NoCalibration",
     "OptimalTransport",
     "Transport",
-    "bench_ot",
     "calibrate_gaussians",
     "make_calibration",
     "mean_shift_drift",

@@ -6,7 +6,7 @@ above it, so methods, the loop and the CLI can all take a `RunConfig`, and a nam
 before torch loads.
 """
 from dmc.config.checks import BadValue, Section, fields_of, plug
-from dmc.config.data import BenchmarkConfig, DataConfig, WorldConfig
+from dmc.config.data import BenchmarkConfig, DataConfig
 from dmc.config.methods import (CALIBRATIONS, SOLVERS, CalibrationConfig, MemoryConfig, ProofConfig, RanpacConfig,
                                 RapfConfig, ReplayConfig)
 from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
@@ -21,6 +21,6 @@ __all__ = [
     "CALIBRATIONS", "METHODS", "SMOKE", "SOLVERS", "BadValue", "BenchmarkConfig", "CalibrationConfig",
     "CheckpointConfig", "DataConfig", "DiagnosticsConfig", "EvalConfig", "MemoryConfig", "MethodSpec",
     "ModelConfig", "PromptConfig", "ProofConfig", "RanpacConfig", "RapfConfig", "ReplayConfig", "RunConfig",
-    "Section", "VisionConfig", "WorldConfig", "add_provenance", "apply_dict", "fields_of", "load", "parse_set", "plug", "resolve",
+    "Section", "VisionConfig", "add_provenance", "apply_dict", "fields_of", "load", "parse_set", "plug", "resolve",
     "save", "saved_tree", "set_key", "smoke_settings", "to_dict", "validate",
 ]

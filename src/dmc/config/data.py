@@ -1,9 +1,10 @@
-"""Config sections of what a run learns from: the benchmark (class order, task split) and its data."""
+"""Config sections of what a run learns from: the benchmark (class order, task split) and its data.
+A benchmark with settings of its own plugs its section into DataConfig (the glyph world: `data.world`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dmc.config.checks import Section, at_least, within
+from dmc.config.checks import Section, at_least
 
 
 @dataclass
@@ -23,27 +24,6 @@ class BenchmarkConfig(Section):
 
 
 @dataclass
-class WorldConfig(Section):
-    """Settings of the offline glyph world (see dmc.data.glyphs).
-
-    The defaults are measured, not guessed (world v2, docs/results.md): with the default toy CLIP
-    (dmc.models.toy) severity 0.3 puts the frozen features in real CLIP's regime (zero-shot / analytic 0.88,
-    nearest class mean / analytic 0.90, analytic 85.0) with a joint fine-tuning bound 4 points above the
-    analytic read-out; at 0.2 the analytic read-out passes 90, at 0.4 the ratios fall to 0.80 / 0.83.
-    """
-
-    seed: int = 0  # rendering seed: the benchmark's images are the same for every run seed
-    train_per_class: int = 100  # renditions per class for training
-    test_per_class: int = 30  # renditions per class for testing
-    severity: float = 0.3  # renditions severity s in [0, 1]: geometric jitter, texture, noise and blur grow with s
-    system_fonts: bool = False  # also use system fonts (explicit opt-in; default: matplotlib's fonts only)
-
-    def check(self) -> None:
-        at_least(self, 1, "train_per_class", "test_per_class")
-        within(self, "severity", 0.0, 1.0)
-
-
-@dataclass
 class DataConfig(Section):
     root: str | None = None  # dataset root folder (real benchmarks); [reconstruction] no default path
     download: bool = False  # allow torchvision to download (CIFAR-100 only)
@@ -51,7 +31,7 @@ class DataConfig(Section):
     split_seed: int = 0  # ImageNet-R: seed of the per-class 80/20 split when no split file is given
     skip_corrupt: bool = False  # skip unreadable images (reported) instead of stopping
     num_workers: int = 0  # DataLoader workers
-    world: WorldConfig = field(default_factory=WorldConfig)  # the offline glyph world (benchmark `glyphs`)
+    plugged: dict[str, Section] = field(default_factory=dict)  # benchmarks' own sections (`world`: dmc.world)
 
     def check(self) -> None:
         at_least(self, 0, "num_workers")

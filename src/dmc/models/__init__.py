@@ -1,9 +1,8 @@
 """CLIP towers, the prompt learner and PROOF's projections. `BACKBONES` names every backbone without
 importing torch (the command line checks names before torch loads); a builder is imported when a run
-first builds its backbone. Other packages add theirs (the glyph world's `toy`)."""
+first builds its backbone. Other packages add theirs (`dmc.world` adds `toy`)."""
 from dmc.registry import Registry
 
 BACKBONES: Registry = Registry("backbone")  # name -> builder(pretrained: str | None) -> clip.Backbone
 BACKBONES.add("tiny", "dmc.models.clip:build_tiny")
 BACKBONES.add("ViT-B-16", "dmc.models.clip:build_vit_b16")
-BACKBONES.add("toy", "dmc.models.toy:build_toy_backbone")

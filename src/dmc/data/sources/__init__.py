@@ -1,3 +1,3 @@
-"""Dataset sources. Importing this package registers every benchmark in `SOURCES`."""
-from dmc.data.sources import cifar100, cub200, imagefolder, imagenet_r, ucf101  # noqa: F401  (registration)
-from dmc.data.sources import glyphs, synthetic  # noqa: F401  (registration)
+"""Dataset sources. Importing this package registers every benchmark of the library in `SOURCES` (the glyph
+world registers its own, `dmc.world`)."""
+from dmc.data.sources import cifar100, cub200, imagefolder, imagenet_r, synthetic, ucf101  # noqa: F401  (registration)

@@ -1,20 +1,26 @@
-"""Throughput and memory figures for the stages, on random weights (no download needed).
+"""The benches: speed, memory and timing figures of the library's parts, on random weights and random data
+(no download needed), as data. `dmc bench-speed`, `dmc bench-ot` and `dmc bench-ridge` print them.
 
-Stage 1: images/s of forward+backward through the trainable image tower. Evaluation: images/s of the
-frozen image tower. Stage 2: prompt-learning steps/s on cached features (text tower forward+backward over
-all classes), and the same epoch when the images are re-encoded every step instead of cached.
+Stages (`bench_speed`): stage 1 as images/s of forward+backward through the trainable image tower;
+evaluation as images/s of the frozen image tower; stage 2 as prompt-learning steps/s on cached features
+(text tower forward+backward over all classes), and the same epoch when the images are re-encoded every
+step instead of cached. OT calibration (`bench_ot`) and RanPAC's read-out (`bench_ridge`) at a realistic size.
 """
 from __future__ import annotations
 
 import resource
 import time
-from typing import Callable
+from dataclasses import replace
+from typing import Any, Callable
 
 import open_clip
 import torch
 import torch.nn.functional as F
 
-from dmc.models.clip import BACKBONES, Backbone, set_trainable, vision_trainable_params
+from dmc.calibration import calibrate_gaussians
+from dmc.config import CalibrationConfig
+from dmc.models import BACKBONES
+from dmc.models.clip import Backbone, set_trainable, vision_trainable_params
 from dmc.models.prompts import PromptLearner
 from dmc.training.runtime import Runtime
 
@@ -24,7 +30,7 @@ def random_backbone(name: str) -> Backbone:
     if name == "tiny":
         return BACKBONES.get("tiny")(None)
     if name == "toy":
-        from dmc.models import toy
+        from dmc.world import toy
 
         return Backbone("toy", toy.build_toy(), toy.toy_tokenizer(), toy.toy_preprocess(), toy.toy_preprocess())
     model = open_clip.create_model(name, pretrained=None)
@@ -143,3 +149,53 @@ def bench_ridge(dim_in: int = 512, dim: int = 10000, n: int = 5000, classes: int
 def _sync_device(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def bench_ot(
+    n_classes: int = 100,
+    samples: int = 256,
+    n_feats: int = 5000,
+    dim: int = 512,
+    device: str = "cpu",
+    *,
+    cfg: CalibrationConfig | None = None,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """Time ``calibrate_gaussians`` (method "ot", ``cfg.level`` as given, default: the config's) on random
+    data, ``repeats`` calls (fresh samples each); returns the figures as data: the median as "seconds",
+    every call under "runs".
+
+    Data: 10 random regions; class means and old features scattered around them; covariances
+    B B^T / 64 + 0.05 I with B (D, 16) Gaussian; new = old + a small linear map + a shift. A tiny call
+    warms up first. Memory: a few (C*S, N) matrices (512 MB each in float32 at the default size).
+    Returns {"seconds", "runs", "iterations", "marginal_err", "n_repaired", the sizes, "device", "dtype",
+    "solver"}.
+    """
+    cfg = replace(cfg or CalibrationConfig(), method="ot", samples_per_class=samples)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    kw = {"generator": gen, "device": device, "dtype": dtype}
+    centres = torch.randn(10, dim, **kw)  # (10, D): old classes and current images share 10 regions
+    means = centres.repeat(-(-n_classes // 10), 1)[:n_classes]  # (C, D)
+    means = means + 0.5 * torch.randn(n_classes, dim, **kw)
+    basis = torch.randn(n_classes, dim, 16, **kw)  # (C, D, 16)
+    covs = basis @ basis.transpose(1, 2) / 64 + 0.05 * torch.eye(dim, device=device, dtype=dtype)  # (C, D, D)
+    old = centres.repeat(-(-n_feats // 10), 1)[:n_feats] + 0.7 * torch.randn(n_feats, dim, **kw)  # (N, D)
+    new = old + 0.05 * old @ torch.randn(dim, dim, **kw) / dim**0.5 + 0.1  # (N, D)
+    small = (means[:2, :8], covs[:2, :8, :8], old[:20, :8], new[:20, :8])
+    calibrate_gaussians(*small, replace(cfg, samples_per_class=16), gen)  # warm-up
+    runs = []
+    for _ in range(max(1, repeats)):
+        _sync_device(device)
+        start = time.perf_counter()
+        info = calibrate_gaussians(means, covs, old, new, cfg, gen).info
+        _sync_device(device)
+        runs.append(round(time.perf_counter() - start, 3))
+    return {
+        "seconds": sorted(runs)[len(runs) // 2], "runs": runs, "iterations": info["niter"],
+        "marginal_err": info["err"],
+        "n_repaired": info["n_repaired"], "n_classes": n_classes, "samples": samples, "n_feats": n_feats,
+        "dim": dim, "device": str(device), "dtype": str(dtype).removeprefix("torch."), "solver": cfg.solver,
+        "level": cfg.level,
+    }

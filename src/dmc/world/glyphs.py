@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from dmc.config import WorldConfig
+from dmc.world.config import WorldConfig
 from dmc.files import atomic_path
 
 log = logging.getLogger(__name__)

@@ -63,9 +63,9 @@ def measure(text_protos: torch.Tensor, train: tuple[torch.Tensor, torch.Tensor],
 
 def glyph_regime(backbone, world, settings: RegimeSettings = RegimeSettings()) -> dict:
     """The regime of the glyph world `world` under a frozen CLIP `backbone` (all 100 classes)."""
-    from dmc.data import glyphs
-    from dmc.data.sources.glyphs import GlyphSource
     from dmc.models.clip import template_text_features
+    from dmc.world import glyphs
+    from dmc.world.source import GlyphSource
 
     protos = template_text_features(backbone, glyphs.class_names(), GlyphSource.template)  # (C, D)
     splits = {}
@@ -116,8 +116,8 @@ def glyph_ceiling(backbone, cfg, seeds: list[int], ks: list[int]) -> list[dict]:
     order of each seed (the benchmark's split into tasks); one row per (K, seed)."""
     from dataclasses import replace
 
-    from dmc.data import glyphs
     from dmc.data.benchmark import make_benchmark
+    from dmc.world import glyphs
 
     splits = {}
     for split in ("train", "test"):

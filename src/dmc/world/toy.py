@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dmc.data import glyphs
+from dmc.world import glyphs
 from dmc.data.transforms import ArrayNormalize
 from dmc.errors import UserError
 from dmc.files import atomic_path, write_text

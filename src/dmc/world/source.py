@@ -1,14 +1,14 @@
 """Benchmark `glyphs`: 100 character classes as renditions (the offline stand-in for ImageNet-R).
 
-Images are generated from `DataConfig.world`, so the benchmark needs no root folder and no download; the
-rendered arrays are cached in `dmc.data.glyphs.cache_dir()`.
+Images are generated from `data.world` (`dmc.world.config`), so the benchmark needs no root folder and no
+download; the rendered arrays are cached in `dmc.world.glyphs.cache_dir()`. `dmc.world` registers it.
 """
 from __future__ import annotations
 
-from dmc.data import glyphs
 from dmc.config import DataConfig
-from dmc.data.sources.base import SOURCES, Samples
+from dmc.data.sources.base import Samples
 from dmc.errors import DataError
+from dmc.world import glyphs
 
 
 class GlyphSource:
@@ -36,4 +36,4 @@ class GlyphSource:
         return Samples(items=images, targets=targets)
 
 
-SOURCES.register("glyphs")(GlyphSource())
+GLYPHS = GlyphSource()

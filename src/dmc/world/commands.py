@@ -1,0 +1,78 @@
+"""The glyph world's commands: `dmc world` (contact sheet, regime, ceiling) and `dmc pretrain-toy`. The
+command line adds them (`add_parsers`, `COMMANDS`); like every command, they check their flags and
+settings before torch loads."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dmc.errors import UserError, at_least_one
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    w = sub.add_parser("world", help="the offline glyph world")
+    w.add_argument("--sheet", type=Path, help="write a contact sheet PNG of both domains")
+    w.add_argument("--regime", action="store_true",
+                   help="zero-shot, nearest class mean and analytic read-out of the frozen toy CLIP, and their ratios")
+    w.add_argument("--ceiling", action="store_true",
+                   help="Avg and Last of K cosine prototypes per class fitted on all seen classes after each task "
+                        "(frozen toy CLIP, exact features): the ceiling of a text classifier with K prompts per class")
+    w.add_argument("--prototypes", type=int, nargs="+", default=[1], metavar="K", help="K for --ceiling")
+    w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="class orders for --ceiling")
+    w.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="world or benchmark settings, e.g. --set data.world.severity=0.3")
+    t = sub.add_parser("pretrain-toy", help="build (or rebuild) the cached toy CLIP and print its zero-shot accuracy")
+    t.add_argument("--force", action="store_true",
+                   help="pretrain again (one thread, about 25 min) and check that it reproduces the shipped weights")
+    t.add_argument("--ship", action="store_true", help=argparse.SUPPRESS)  # maintainers: rewrite the shipped file
+
+
+def cmd_world(args: argparse.Namespace) -> int:
+    from dmc import config
+    from dmc.world.glyphs import write_sheet
+
+    if args.sheet is None and not (args.regime or args.ceiling):
+        raise UserError("dmc world: give --sheet FILE.png, --regime and/or --ceiling")
+    at_least_one(prototypes=min(args.prototypes))
+    cfg = config.resolve("glyphs", None, None, args.sets)
+    world = cfg.data.world
+    if args.sheet is not None:
+        write_sheet(args.sheet, world)
+        print(f"contact sheet: {args.sheet}")
+    if args.regime or args.ceiling:
+        from dmc.models.clip import build_backbone
+        from dmc.world.regime import ceiling_table, glyph_ceiling, glyph_regime, regime_table
+
+        backbone = build_backbone("toy")
+        if args.regime:
+            print(regime_table(glyph_regime(backbone, world), f"glyphs, severity {world.severity}"))
+        if args.ceiling:
+            print(ceiling_table(glyph_ceiling(backbone, cfg, args.seeds, args.prototypes)))
+    return 0
+
+
+def cmd_pretrain_toy(args: argparse.Namespace) -> int:
+    from dmc.world import toy
+
+    cfg = toy.PretrainConfig()
+    meta = toy.shipped_metadata() or {}
+    shipped = meta.get("key") == toy.toy_key(cfg)
+    if not (args.force or args.ship):
+        model = toy.get_toy(cfg)
+        where = toy.toy_cache_path(cfg) if toy.toy_cache_path(cfg).is_file() else toy.SHIPPED
+        print(f"toy CLIP: {where} (sha256 {toy.state_sha256(model)[:16]}); --force rebuilds it")
+        return 0
+    model, report = toy.build_and_cache(cfg)
+    digest = toy.state_sha256(model)
+    print(f"toy CLIP built: {toy.toy_cache_path(cfg)} (clean zero-shot {100 * report['clean_zero_shot']:.1f}%, "
+          f"sha256 {digest[:16]})")
+    if args.ship:
+        print(f"shipped weights written: {toy.ship_toy(model, cfg, report)}")
+    elif shipped:
+        same = digest == meta.get("sha256")
+        print("identical to the shipped weights" if same else
+              f"differs from the shipped weights (sha256 {meta.get('sha256', '')[:16]}): another torch build or CPU")
+    return 0
+
+
+COMMANDS = {"world": cmd_world, "pretrain-toy": cmd_pretrain_toy}
