@@ -49,15 +49,15 @@ def trees(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backbones():
-    from dmc.world import toy
+    from dmc.world import shipped, toy
 
-    real_get_toy = toy.get_toy
-    toy.get_toy = lambda *a, **k: toy.build_toy()  # the toy CLIP's architecture and transforms, random weights
+    real_get_toy = shipped.get_toy
+    shipped.get_toy = lambda *a, **k: toy.build_toy()  # the toy CLIP's architecture and transforms, random weights
     try:
         torch.manual_seed(0)
         return {name: build_backbone(name) for name in ("tiny", "toy", "RN50")}
     finally:
-        toy.get_toy = real_get_toy
+        shipped.get_toy = real_get_toy
 
 
 @pytest.mark.parametrize("source", list(TREES))

@@ -11,11 +11,11 @@ from PIL import Image
 
 from dmc.world import glyphs
 from dmc.errors import UserError
-from dmc.world import toy
+from dmc.world import pretrain, shipped, toy
 
 # A few steps on 8 classes: the same code path as the real budget, in seconds. So short a run only leaves the
 # worse-than-uniform start (contrastive training first collapses to the uniform plateau), which is what we assert.
-TINY = toy.PretrainConfig(steps=12, warmup=5, lr=2e-3, n_classes=8, images_per_class=2, eval_per_class=2)
+TINY = pretrain.PretrainConfig(steps=12, warmup=5, lr=2e-3, n_classes=8, images_per_class=2, eval_per_class=2)
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +35,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_run(one_thread):
-    return toy.pretrain_toy(TINY, progress=False)
+    return pretrain.pretrain_toy(TINY, progress=False)
 
 
 def test_config_shapes():
@@ -87,10 +87,10 @@ def test_pretrain_lowers_loss(tiny_run):
 
 
 def test_pretrain_is_deterministic():
-    cfg = toy.PretrainConfig(**{**TINY.__dict__, "steps": 3})
-    a, _ = toy.pretrain_toy(cfg, progress=False)
-    b, _ = toy.pretrain_toy(cfg, progress=False)
-    c, _ = toy.pretrain_toy(toy.PretrainConfig(**{**cfg.__dict__, "seed": 1}), progress=False)
+    cfg = pretrain.PretrainConfig(**{**TINY.__dict__, "steps": 3})
+    a, _ = pretrain.pretrain_toy(cfg, progress=False)
+    b, _ = pretrain.pretrain_toy(cfg, progress=False)
+    c, _ = pretrain.pretrain_toy(pretrain.PretrainConfig(**{**cfg.__dict__, "seed": 1}), progress=False)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
@@ -115,7 +115,7 @@ def test_pretraining_leaves_unused_token_rows_at_their_initial_values(tiny_run):
     model, _ = tiny_run
     torch.manual_seed(TINY.seed)
     init = toy.build_toy().token_embedding.weight
-    vocab = torch.unique(toy._caption_tokens(TINY, toy.toy_tokenizer()))
+    vocab = torch.unique(pretrain.caption_tokens(TINY, toy.toy_tokenizer()))
     trained = model.token_embedding.weight.detach()
     unused = torch.ones(len(init), dtype=torch.bool)
     unused[vocab] = False
@@ -125,35 +125,35 @@ def test_pretraining_leaves_unused_token_rows_at_their_initial_values(tiny_run):
 
 def test_shipped_format_round_trip_is_bit_exact(tiny_run, tmp_path):
     model, report = tiny_run
-    path = toy.ship_toy(model, TINY, report, tmp_path / "toy-clip.safetensors")
+    path = shipped.ship_toy(model, TINY, report, tmp_path / "toy-clip.safetensors")
     assert path.stat().st_size < 0.4 * 4 * sum(p.numel() for p in model.parameters())  # no full token table
-    meta = toy.shipped_metadata(path)
-    assert json.loads(meta["pretrain"])["steps"] == TINY.steps and meta["key"] == toy.toy_key(TINY)
-    loaded = toy.load_shipped(TINY, path)
+    meta = shipped.shipped_metadata(path)
+    assert json.loads(meta["pretrain"])["steps"] == TINY.steps and meta["key"] == pretrain.toy_key(TINY)
+    loaded = shipped.load_shipped(TINY, path)
     assert toy.state_sha256(loaded) == toy.state_sha256(model) == meta["sha256"]
-    assert toy.load_shipped(toy.PretrainConfig(**{**TINY.__dict__, "seed": 5}), path) is None  # other recipe
+    assert shipped.load_shipped(pretrain.PretrainConfig(**{**TINY.__dict__, "seed": 5}), path) is None  # other recipe
 
 
 def test_package_ships_the_default_toy_clip():
     """The default `--backbone toy` needs no pretraining on a fresh install: the package carries weights
     built from today's default recipe, and they reproduce their recorded sha256."""
-    meta = toy.shipped_metadata()
+    meta = shipped.shipped_metadata()
     assert meta is not None, "src/dmc/world/weights/toy-clip.safetensors is missing"
-    cfg = toy.PretrainConfig()
+    cfg = pretrain.PretrainConfig()
     assert json.loads(meta["pretrain"]) == json.loads(json.dumps(dataclasses.asdict(cfg)))
-    assert meta["key"] == toy.toy_key(cfg), "the default recipe changed: rebuild with `dmc pretrain-toy --ship`"
-    model = toy.load_shipped(cfg)
+    assert meta["key"] == pretrain.toy_key(cfg), "the default recipe changed: rebuild with `dmc pretrain-toy --ship`"
+    model = shipped.load_shipped(cfg)
     assert toy.state_sha256(model) == meta["sha256"]
 
 
 def test_cache_path_and_get_toy(tmp_cache):
-    cfg = toy.PretrainConfig(**{**TINY.__dict__, "steps": 2})
-    path = toy.toy_cache_path(cfg)
+    cfg = pretrain.PretrainConfig(**{**TINY.__dict__, "steps": 2})
+    path = shipped.toy_cache_path(cfg)
     assert tmp_cache in path.parents and path.suffix == ".safetensors"
-    assert path != toy.toy_cache_path(toy.PretrainConfig(**{**cfg.__dict__, "seed": 3}))
+    assert path != shipped.toy_cache_path(pretrain.PretrainConfig(**{**cfg.__dict__, "seed": 3}))
     with pytest.raises(UserError):
-        toy.get_toy(cfg, build_if_missing=False)
-    built = toy.get_toy(cfg)
+        shipped.get_toy(cfg, build_if_missing=False)
+    built = shipped.get_toy(cfg)
     assert path.is_file() and path.with_suffix(".json").is_file()
-    cached = toy.get_toy(cfg, build_if_missing=False)
+    cached = shipped.get_toy(cfg, build_if_missing=False)
     assert all(torch.equal(v, cached.state_dict()[k]) for k, v in built.state_dict().items())

@@ -10,7 +10,7 @@ import yaml
 from dmc.world.config import WorldConfig
 from dmc.world import glyphs
 from dmc.world import regime
-from dmc.world import toy
+from dmc.world import pretrain, shipped, toy
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +19,8 @@ def tmp_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def _pretraining_batch(cfg: toy.PretrainConfig, step: int) -> np.ndarray:
-    """The images of one pretraining step, drawn exactly as `toy.pretrain_toy` draws them."""
+def _pretraining_batch(cfg: pretrain.PretrainConfig, step: int) -> np.ndarray:
+    """The images of one pretraining step, drawn exactly as `pretrain.pretrain_toy` draws them."""
     seed = int(np.random.SeedSequence([cfg.seed, step]).generate_state(1)[0])
     images, _ = glyphs.render_pretraining(range(cfg.n_classes), cfg.images_per_class, seed, cfg.colour,
                                           cfg.nuisance, cfg.nuisance_max, cfg.style)
@@ -30,9 +30,9 @@ def _pretraining_batch(cfg: toy.PretrainConfig, step: int) -> np.ndarray:
 def test_pretraining_sees_no_benchmark_image():
     """Pretraining draws the benchmark's typefaces only as clean glyphs and the renditions' style only on
     the other typefaces, so no pretraining image can be a benchmark image; checked on real draws."""
-    cfg = toy.PretrainConfig()
+    cfg = pretrain.PretrainConfig()
     assert cfg.nuisance > 0 and cfg.style > 0 and cfg.plain_fonts == "all"  # the default recipe
-    fonts = toy.pretraining_fonts(cfg)
+    fonts = pretrain.pretraining_fonts(cfg)
     bench = {f["sha256"] for f in glyphs.font_manifest() if f["domain"] == "renditions"}
     assert not bench & {f["sha256"] for f in fonts["renditions_style"]}
     assert bench <= {f["sha256"] for f in fonts["clean_style"]}
@@ -68,9 +68,9 @@ def test_run_config_records_the_toy_clip_it_used(tmp_path):
     prov = yaml.safe_load((out / "config.yaml").read_text())["provenance"]
     backbone = prov["backbone"]
     assert backbone["weights"] in ("shipped", "cache", "built")
-    assert backbone["pretraining"] == yaml.safe_load(yaml.safe_dump(vars(toy.PretrainConfig())))
-    assert backbone["pretraining_fonts"] == yaml.safe_load(yaml.safe_dump(toy.pretraining_fonts(toy.PretrainConfig())))
-    assert backbone["sha256"] == toy.state_sha256(toy.get_toy())
+    assert backbone["pretraining"] == yaml.safe_load(yaml.safe_dump(vars(pretrain.PretrainConfig())))
+    assert backbone["pretraining_fonts"] == yaml.safe_load(yaml.safe_dump(pretrain.pretraining_fonts(pretrain.PretrainConfig())))
+    assert backbone["sha256"] == toy.state_sha256(shipped.get_toy())
     assert {f["domain"] for f in prov["fonts"]} == {"clean", "renditions"}
 
 

@@ -12,4 +12,4 @@ from dmc.models import BACKBONES
 from dmc.world import config  # noqa: F401  (plugs `data.world` into DataConfig)
 
 SOURCES.add("glyphs", "dmc.world.source:GLYPHS")
-BACKBONES.add("toy", "dmc.world.toy:build_toy_backbone")
+BACKBONES.add("toy", "dmc.world.shipped:build_toy_backbone")

@@ -52,23 +52,23 @@ def cmd_world(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain_toy(args: argparse.Namespace) -> int:
-    from dmc.world import toy
+    from dmc.world import pretrain, shipped, toy
 
-    cfg = toy.PretrainConfig()
-    meta = toy.shipped_metadata() or {}
-    shipped = meta.get("key") == toy.toy_key(cfg)
+    cfg = pretrain.PretrainConfig()
+    meta = shipped.shipped_metadata() or {}
+    same_recipe = meta.get("key") == pretrain.toy_key(cfg)
     if not (args.force or args.ship):
-        model = toy.get_toy(cfg)
-        where = toy.toy_cache_path(cfg) if toy.toy_cache_path(cfg).is_file() else toy.SHIPPED
+        model = shipped.get_toy(cfg)
+        where = shipped.toy_cache_path(cfg) if shipped.toy_cache_path(cfg).is_file() else shipped.SHIPPED
         print(f"toy CLIP: {where} (sha256 {toy.state_sha256(model)[:16]}); --force rebuilds it")
         return 0
-    model, report = toy.build_and_cache(cfg)
+    model, report = shipped.build_and_cache(cfg)
     digest = toy.state_sha256(model)
-    print(f"toy CLIP built: {toy.toy_cache_path(cfg)} (clean zero-shot {100 * report['clean_zero_shot']:.1f}%, "
+    print(f"toy CLIP built: {shipped.toy_cache_path(cfg)} (clean zero-shot {100 * report['clean_zero_shot']:.1f}%, "
           f"sha256 {digest[:16]})")
     if args.ship:
-        print(f"shipped weights written: {toy.ship_toy(model, cfg, report)}")
-    elif shipped:
+        print(f"shipped weights written: {shipped.ship_toy(model, cfg, report)}")
+    elif same_recipe:
         same = digest == meta.get("sha256")
         print("identical to the shipped weights" if same else
               f"differs from the shipped weights (sha256 {meta.get('sha256', '')[:16]}): another torch build or CPU")
