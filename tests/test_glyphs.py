@@ -112,5 +112,7 @@ def test_source_contract(tmp_cache):
 
 
 def test_write_sheet(tmp_path):
-    out = glyphs.write_sheet(tmp_path / "sheet.png", WorldConfig(), n_classes=2, per_class=2)
+    from dmc.world.sheet import write_sheet
+
+    out = write_sheet(tmp_path / "sheet.png", WorldConfig(), n_classes=2, per_class=2)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

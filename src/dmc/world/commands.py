@@ -29,7 +29,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_world(args: argparse.Namespace) -> int:
     from dmc import config
-    from dmc.world.glyphs import write_sheet
+    from dmc.world.sheet import write_sheet
 
     if args.sheet is None and not (args.regime or args.ceiling):
         raise UserError("dmc world: give --sheet FILE.png, --regime and/or --ceiling")

@@ -9,7 +9,6 @@ classes are requested alongside it.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import unicodedata
@@ -20,8 +19,6 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from dmc.world.config import WorldConfig
-from dmc.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -319,54 +316,3 @@ def render_renditions(
     fonts = font_paths("renditions", system_fonts)
     draw = lambda r, ch: _one_rendition(r, ch, fonts, severity)  # noqa: E731
     return _render("renditions", class_ids, n_per_class, seed, draw)
-
-
-# ----------------------------------------------------------------------------------------------- cache
-def _cached(settings: dict, make: Callable[[], tuple]) -> tuple[np.ndarray, np.ndarray]:
-    """Load arrays rendered with exactly these settings (and font files) or render and store them."""
-    key = dict(settings, version=RENDER_VERSION, fonts=font_manifest(settings.get("system_fonts", False)))
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / "glyphs" / f"{settings['domain']}-{digest}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return z["images"], z["targets"]
-    log.info("rendering %s glyphs once; cached at %s", settings["domain"], path)
-    images, targets = make()
-    with atomic_path(path) as tmp:
-        np.savez(tmp, images=images, targets=targets)
-    return images, targets
-
-
-def renditions_split(world: WorldConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The benchmark split (all 100 classes) of a world, cached as .npz in cache_dir()."""
-    n = world.train_per_class if split == "train" else world.test_per_class
-    seed = split_seed(world.seed, split)
-    ids = list(range(len(CLASS_CHARS)))
-    settings = dict(domain="renditions", n=n, seed=seed, severity=world.severity, system_fonts=world.system_fonts)
-    return _cached(settings, lambda: render_renditions(ids, n, seed, world.severity, world.system_fonts))
-
-
-def write_sheet(path: str | Path, world: WorldConfig, n_classes: int = 10, per_class: int = 6) -> Path:
-    """A PNG contact sheet: for a few classes, clean samples (left) beside renditions (right).
-
-    Drawn on a bare Agg `Figure`, so the caller's pyplot backend and state are left alone.
-    """
-    from matplotlib.figure import Figure
-
-    ids = np.linspace(0, len(CLASS_CHARS) - 1, n_classes).round().astype(int).tolist()
-    clean, _ = render_clean(ids, per_class, split_seed(world.seed, "test"))
-    rend, _ = render_renditions(ids, per_class, split_seed(world.seed, "test"), world.severity, world.system_fonts)
-    fig = Figure(figsize=(2 * per_class * 0.7 + 2.5, n_classes * 0.75 + 0.4))
-    axes = np.asarray(fig.subplots(n_classes, 2 * per_class)).reshape(n_classes, 2 * per_class)
-    for r, cid in enumerate(ids):
-        row = np.concatenate([clean[r * per_class:(r + 1) * per_class], rend[r * per_class:(r + 1) * per_class]])
-        for c, ax in enumerate(axes[r]):
-            ax.imshow(row[c], interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-        axes[r, 0].set_ylabel(class_names()[cid], rotation=0, ha="right", va="center", fontsize=7)
-    axes[0, 0].set_title("clean (pretraining)", loc="left", fontsize=8)
-    axes[0, per_class].set_title(f"renditions (severity {world.severity})", loc="left", fontsize=8)
-    fig.subplots_adjust(left=2.4 / fig.get_figwidth(), right=0.98, top=0.93, bottom=0.02, wspace=0.05, hspace=0.05)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    return Path(path)

@@ -7,13 +7,17 @@ rewards methods for the wrong reasons, so `dmc world --regime` measures them for
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dmc import analytic
+from dmc.data.benchmark import make_benchmark
+from dmc.models.clip import template_text_features
+from dmc.world import glyphs
+from dmc.world.source import GlyphSource, renditions_split
 
 
 @dataclass
@@ -63,14 +67,10 @@ def measure(text_protos: torch.Tensor, train: tuple[torch.Tensor, torch.Tensor],
 
 def glyph_regime(backbone, world, settings: RegimeSettings = RegimeSettings()) -> dict:
     """The regime of the glyph world `world` under a frozen CLIP `backbone` (all 100 classes)."""
-    from dmc.models.clip import template_text_features
-    from dmc.world import glyphs
-    from dmc.world.source import GlyphSource
-
     protos = template_text_features(backbone, glyphs.class_names(), GlyphSource.template)  # (C, D)
     splits = {}
     for split in ("train", "test"):
-        images, targets = glyphs.renditions_split(world, split)
+        images, targets = renditions_split(world, split)
         splits[split] = (encode_images(backbone.model, backbone.preprocess.batch, images), torch.as_tensor(targets))
     return measure(protos, splits["train"], splits["test"], settings)
 
@@ -114,14 +114,9 @@ def prefix_readouts(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.
 def glyph_ceiling(backbone, cfg, seeds: list[int], ks: list[int]) -> list[dict]:
     """`prefix_readouts` on the frozen toy CLIP's features of the glyph world `cfg.data.world`, in the class
     order of each seed (the benchmark's split into tasks); one row per (K, seed)."""
-    from dataclasses import replace
-
-    from dmc.data.benchmark import make_benchmark
-    from dmc.world import glyphs
-
     splits = {}
     for split in ("train", "test"):
-        images, targets = glyphs.renditions_split(cfg.data.world, split)
+        images, targets = renditions_split(cfg.data.world, split)
         splits[split] = (encode_images(backbone.model, backbone.preprocess.batch, images), torch.as_tensor(targets))
     rows = []
     for k in ks:

@@ -16,8 +16,10 @@ from dmc.errors import UserError
 from dmc.files import write_text
 from dmc.models.clip import Backbone
 from dmc.world import glyphs
-from dmc.world.pretrain import SECONDS_PER_STEP, PretrainConfig, caption_tokens, pretrain_toy, pretraining_fonts, toy_key
-from dmc.world.toy import TOY_CONFIG, build_toy, load_toy, save_toy, state_sha256, toy_backbone, toy_tokenizer, write_state
+from dmc.world.pretrain import (SECONDS_PER_STEP, PretrainConfig, caption_tokens, pretrain_toy, pretraining_fonts,
+                                toy_key)
+from dmc.world.toy import (TOY_CONFIG, build_toy, load_toy, save_toy, state_sha256, toy_backbone, toy_tokenizer,
+                           write_state)
 
 log = logging.getLogger(__name__)
 

@@ -1,22 +1,31 @@
 """Benchmark `glyphs`: 100 character classes as renditions (the offline stand-in for ImageNet-R).
 
 Images are generated from `data.world` (`dmc.world.config`), so the benchmark needs no root folder and no
-download; the rendered arrays are cached in `dmc.world.glyphs.cache_dir()`. `dmc.world` registers it.
+download; the rendered arrays are cached in `dmc.world.glyphs.cache_dir()` (`renditions_split`). `dmc.world` registers it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+from typing import Callable
+
+import numpy as np
+
 from dmc.config import DataConfig
-from dmc.data.sources.base import Samples
+from dmc.data.sources.base import Samples, SourceDefaults
 from dmc.errors import DataError
+from dmc.files import atomic_path
 from dmc.world import glyphs
+from dmc.world.config import WorldConfig
+
+log = logging.getLogger(__name__)
 
 
-class GlyphSource:
+class GlyphSource(SourceDefaults):
     name = "glyphs"
     template = "a rendering of the {}."
-    default_base = 0
-    default_increment = 10
-    needs_root = False
+    needs_root = False  # rendered, never read from a folder
 
     def class_names(self, data: DataConfig) -> list[str]:
         return glyphs.class_names()
@@ -30,10 +39,35 @@ class GlyphSource:
         if split not in ("train", "test"):
             raise DataError(f"glyphs: split must be 'train' or 'test', got {split!r}")
         try:
-            images, targets = glyphs.renditions_split(data.world, split)
+            images, targets = renditions_split(data.world, split)
         except FileNotFoundError as err:
             raise DataError(f"glyphs: {err}") from err
         return Samples(items=images, targets=targets)
 
 
 GLYPHS = GlyphSource()
+
+
+def _cached(settings: dict, make: Callable[[], tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """Load arrays rendered with exactly these settings (and font files) or render and store them."""
+    key = dict(settings, version=glyphs.RENDER_VERSION, fonts=glyphs.font_manifest(settings.get("system_fonts", False)))
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = glyphs.cache_dir() / "glyphs" / f"{settings['domain']}-{digest}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return z["images"], z["targets"]
+    log.info("rendering %s glyphs once; cached at %s", settings["domain"], path)
+    images, targets = make()
+    with atomic_path(path) as tmp:
+        np.savez(tmp, images=images, targets=targets)
+    return images, targets
+
+
+def renditions_split(world: WorldConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The benchmark split (all 100 classes) of a world, cached as .npz in glyphs.cache_dir()."""
+    n = world.train_per_class if split == "train" else world.test_per_class
+    seed = glyphs.split_seed(world.seed, split)
+    ids = list(range(len(glyphs.CLASS_CHARS)))
+    settings = dict(domain="renditions", n=n, seed=seed, severity=world.severity, system_fonts=world.system_fonts)
+    return _cached(settings, lambda: glyphs.render_renditions(ids, n, seed, world.severity, world.system_fonts))
+

@@ -43,4 +43,13 @@ class Source(Protocol):
         """split is "train" or "test". Raise dmc.errors.DataError with one clear line on bad input."""
 
 
+class SourceDefaults:
+    """What most sources share: a first task as large as the others (B0), ten classes per task, images
+    under a root folder. A source states its name and template, and only what differs from these."""
+
+    default_base = 0
+    default_increment = 10
+    needs_root = True
+
+
 SOURCES: Registry[Source] = Registry("benchmark")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dmc.config import DataConfig
-from dmc.data.sources.base import SOURCES, Samples
+from dmc.data.sources.base import SOURCES, Samples, SourceDefaults
 from dmc.data.sources.files import check_split, read_package_lines
 from dmc.errors import DataError
 
@@ -49,12 +49,9 @@ def _open(data: DataConfig, train: bool) -> CIFAR100:
         raise DataError(f"CIFAR-100 download into {data.root} failed ({err}); {_HOW_TO_GET}") from err
 
 
-class Cifar100Source:
+class Cifar100Source(SourceDefaults):
     name = "cifar100"
     template = "a photo of a {}."
-    default_base = 0
-    default_increment = 10
-    needs_root = True
 
     def class_names(self, data: DataConfig) -> list[str]:
         return cifar100_names()

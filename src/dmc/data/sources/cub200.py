@@ -17,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from dmc.config import DataConfig
-from dmc.data.sources.base import SOURCES, Samples
-from dmc.data.sources.files import check_files_exist, check_root, check_split, read_package_lines, scanned_samples
+from dmc.data.sources.base import SOURCES, Samples, SourceDefaults
+from dmc.data.sources.files import (check_files_exist, check_root, check_split, read_package_lines, scanned_samples,
+                                    unpacked_root)
 from dmc.errors import DataError
 
 _WHAT = "the extracted CUB_200_2011/ folder (images.txt, classes.txt, images/ …) or its parent"
@@ -42,9 +43,7 @@ def cub_folders() -> list[str]:
 
 def cub_root(data: DataConfig) -> Path:
     """The CUB_200_2011 folder: data.root itself, or data.root/CUB_200_2011."""
-    root = check_root(data.root, _WHAT, _HOW_TO_GET)
-    if not (root / "images.txt").is_file() and (root / _FOLDER).is_dir():
-        root = root / _FOLDER
+    root = unpacked_root(check_root(data.root, _WHAT, _HOW_TO_GET), _FOLDER, lambda r: (r / "images.txt").is_file())
     missing = [t for t in _TABLES if not (root / t).is_file()]
     if missing:
         raise DataError(f"CUB-200-2011: {missing[0]} not found in {root}; data.root must be {_WHAT}; "
@@ -93,12 +92,10 @@ def _labels(values: list[str], path: Path) -> list[int]:
     return [int(v) - 1 for v in values]
 
 
-class Cub200Source:
+class Cub200Source(SourceDefaults):
     name = "cub200"
     template = "a photo of a {}, a type of bird."
-    default_base = 0
     default_increment = 20
-    needs_root = True
 
     def class_names(self, data: DataConfig) -> list[str]:
         return [clean_cub_name(folder) for folder in cub_folders()]

@@ -11,7 +11,7 @@ import logging
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -68,6 +68,12 @@ def check_root(root: str | None, what: str, how_to_get: str) -> Path:
     if not path.is_dir():
         raise DataError(f"data.root {str(path)!r} is not a folder; expected {what}; {how_to_get}")
     return path
+
+
+def unpacked_root(root: Path, folder: str, holds: Callable[[Path], bool]) -> Path:
+    """`root`, or `root/folder` when the data sits one level down (an archive extracted as it came) and
+    `root` itself does not hold it (`holds`)."""
+    return root / folder if not holds(root) and (root / folder).is_dir() else root
 
 
 def check_files_exist(paths: Sequence[str], listed_in: str) -> None:

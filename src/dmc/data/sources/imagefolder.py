@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dmc.config import DataConfig
-from dmc.data.sources.base import SOURCES, Samples
+from dmc.data.sources.base import SOURCES, Samples, SourceDefaults
 from dmc.data.sources.files import SPLITS, check_root, check_split, list_images, list_subfolders, scanned_samples
 from dmc.errors import DataError
 
@@ -45,14 +45,11 @@ def _check_unique(names: list[str], folders: list[str]) -> None:
         seen[name] = folder
 
 
-class ImageFolderSource:
+class ImageFolderSource(SourceDefaults):
     """Subclasses change the name, template, defaults, help texts and `display_name`."""
 
     name = "imagefolder"
     template = "a photo of a {}."
-    default_base = 0
-    default_increment = 10
-    needs_root = True
     what = "a folder with train/<class name>/ and test/<class name>/ subfolders of images"
     how_to_get = "arrange your images that way (folder names are the class names)"
 

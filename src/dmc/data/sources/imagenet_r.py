@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from dmc.config import DataConfig
-from dmc.data.sources.base import SOURCES, Samples
+from dmc.data.sources.base import SOURCES, Samples, SourceDefaults
 from dmc.data.sources.files import (
     SPLITS,
     check_files_exist,
@@ -34,6 +34,7 @@ from dmc.data.sources.files import (
     list_images,
     read_package_lines,
     scanned_samples,
+    unpacked_root,
 )
 from dmc.errors import DataError
 from dmc.files import write_text
@@ -55,10 +56,9 @@ def imagenet_r_root(data: DataConfig) -> Path:
 
     Exposed for `write_split(train, test, imagenet_r_root(data), path)`; `ImagenetRSource.save_split` does both.
     """
-    root = check_root(data.root, _WHAT, _HOW_TO_GET)
     wnids = [wnid for wnid, _ in imagenet_r_classes()]
-    if not any((root / w).is_dir() for w in wnids) and (root / _FOLDER).is_dir():
-        root = root / _FOLDER
+    root = unpacked_root(check_root(data.root, _WHAT, _HOW_TO_GET), _FOLDER,
+                         lambda r: any((r / w).is_dir() for w in wnids))
     missing = [w for w in wnids if not (root / w).is_dir()]
     if missing:
         raise DataError(f"ImageNet-R: {len(missing)} of {len(wnids)} class folders missing in {root} "
@@ -168,12 +168,10 @@ def _relative(items: Sequence[str] | np.ndarray, root: str | Path) -> list[str]:
     return [PurePath(rel).as_posix() for rel in rels]
 
 
-class ImagenetRSource:
+class ImagenetRSource(SourceDefaults):
     name = "imagenet-r"
     template = "a photo of a {}."
-    default_base = 0
     default_increment = 20
-    needs_root = True
 
     def class_names(self, data: DataConfig) -> list[str]:
         return [name for _, name in imagenet_r_classes()]

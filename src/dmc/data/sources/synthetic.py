@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from dmc.config import DataConfig
-from dmc.data.sources.base import SOURCES, Samples
+from dmc.data.sources.base import SOURCES, Samples, SourceDefaults
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "disc", "bar")
@@ -37,10 +37,9 @@ def render(n_per_class: int, seed: int) -> Samples:
     return Samples(np.stack(images), np.asarray(targets, dtype=np.int64))
 
 
-class SyntheticSource:
+class SyntheticSource(SourceDefaults):
     name = "synthetic"
     template = "a picture of a {}."
-    default_base = 0
     default_increment = 4
     needs_root = False
 

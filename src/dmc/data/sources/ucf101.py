@@ -35,9 +35,6 @@ def ucf_display_name(folder: str) -> str:
 class Ucf101Source(ImageFolderSource):
     name = "ucf101"
     template = "a photo of a person {}."
-    default_base = 0
-    default_increment = 10
-    needs_root = True
     what = "the UCF-101 frame folder with train/<class>/*.jpg and test/<class>/*.jpg"
     how_to_get = (
         "extract frames of the UCF-101 videos (https://www.crcv.ucf.edu/data/UCF101.php) into that layout, "
