@@ -191,7 +191,8 @@ def test_every_name_the_catalog_knows_is_a_registered_class():
     assert catalog.METHODS is METHODS and catalog.BACKBONES is BACKBONES
     assert set(METHODS.names()) >= {"dmc", "dmc-ot", "cotrain", "zeroshot", "rapf", "ranpac", "proof"}
     assert all(issubclass(METHODS.get(name), Method) for name in METHODS.names())
-    assert {"tiny", "toy", "ViT-B-16"} <= set(BACKBONES.names()) and all(callable(BACKBONES.get(n)) for n in BACKBONES.names())
+    assert {"tiny", "toy", "ViT-B-16"} <= set(BACKBONES.names())
+    assert all(callable(BACKBONES.get(name)) for name in BACKBONES.names())
     import open_clip
 
     assert catalog.open_clip_models() == set(open_clip.list_models())

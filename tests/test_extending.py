@@ -51,7 +51,8 @@ def test_a_method_from_outside_the_package_takes_set_options_that_a_resume_reads
             "--set", "text_mean.alpha=0.25"]
     assert main([*argv, "--out", str(tmp_path / "full")]) == 0
     saved = yaml.safe_load((tmp_path / "full" / "config.yaml").read_text())
-    assert saved["text_mean"] == {"alpha": 0.25} and config.load(tmp_path / "full" / "config.yaml").text_mean.alpha == 0.25
+    assert saved["text_mean"] == {"alpha": 0.25}
+    assert config.load(tmp_path / "full" / "config.yaml").text_mean.alpha == 0.25
     other = run(tiny_cfg("text-mean", text_mean__alpha=1.0, benchmark__max_tasks=3), out=tmp_path / "zs", rt=QUIET)
     full = json.loads((tmp_path / "full" / "summary.json").read_text())["acc_matrix"]
     assert json.loads((other / "summary.json").read_text())["acc_matrix"] != full  # the option acts
