@@ -22,9 +22,10 @@ LAYERS: list[tuple[str, str, tuple[str, ...]]] = [  # bottom to top: name, what 
     ("base", "one-line user errors, name registries, atomic writes, kill points for tests",
      ("errors", "registry", "files", "faults")),
     ("config", "every section with its check, the method table, presets, typed --set", ("config",)),
+    ("numerics", "pure functions and small modules: metrics, statistics over seeds, schedules, ridge and "
+     "discriminant read-outs, Gaussian memory, drift calibration",
+     ("metrics", "stats", "schedule", "analytic", "discriminant", "memory", "calibration")),
     ("run records", "the run-directory format; tables and plots read from run directories", ("rundir", "report")),
-    ("numerics", "pure functions and small modules: metrics, schedules, ridge read-outs, Gaussian memory, "
-     "drift calibration", ("metrics", "schedule", "analytic", "memory", "calibration")),
     ("data", "benchmarks (class order, task split), sources, datasets, transforms", ("data",)),
     ("models", "the open_clip wrapper, the prompt learner, PROOF's fusion layer", ("models",)),
     ("catalog", "the names and data roots a run may use, checked before torch loads", ("catalog",)),

@@ -64,6 +64,10 @@ def _look_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--plot", type=Path, help="also write the A_t curves to this PNG file")
     c.add_argument("--by-setting", action="store_true",
                    help="one row per setting: runs named <setting>-s<seed> are averaged (mean ± std over seeds)")
+    c.add_argument("--paired", metavar="REF_SETTING",
+                   help="also each setting's mean paired difference to REF_SETTING over shared seeds, with its "
+                        "95%% confidence interval (implies --by-setting)")
+    c.add_argument("--csv", type=Path, help="also write one row per run (setting, seed, Avg, Last, seconds, commit)")
 
 
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
@@ -215,25 +219,33 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dmc.report import plot, read_runs, table
+    from dmc.report import paired_table, per_seed_csv, plot, read_runs, table
 
-    if args.plot is not None:
-        _writable(args.plot)
+    for path, what in ((args.plot, "the plot"), (args.csv, "the per-seed rows")):
+        if path is not None:
+            _writable(path, what)
     runs = read_runs(args.runs)
-    print(table(runs, by_setting=args.by_setting))
+    by_setting = args.by_setting or args.paired is not None
+    print(table(runs, by_setting=by_setting))
+    if args.paired is not None:
+        print(f"\nPaired by seed against {args.paired}:\n")
+        print(paired_table(runs, args.paired))
+    if args.csv is not None:
+        per_seed_csv(runs, args.csv)
+        print(f"\nper-seed rows: {args.csv}")
     if args.plot is not None:
         try:
-            plot(runs, args.plot, by_setting=args.by_setting)
+            plot(runs, args.plot, by_setting=by_setting)
         except OSError as exc:
             raise UserError(f"cannot write the plot {args.plot}: {exc.strerror or exc}") from None
         print(f"\nA_t curves: {args.plot}")
     return 0
 
 
-def _writable(path: Path) -> None:
+def _writable(path: Path, what: str = "the plot") -> None:
     folder = next((f for f in path.parents if f.exists()), None)
     if folder is not None and not folder.is_dir():
-        raise UserError(f"cannot write the plot {path}: {folder} is a file, not a folder")
+        raise UserError(f"cannot write {what} {path}: {folder} is a file, not a folder")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

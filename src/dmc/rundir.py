@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 
 CONFIG, PLAN, METRICS, SUMMARY, PLOT = "config.yaml", "plan.json", "metrics.jsonl", "summary.json", "accuracy.png"
 STATE, LOCK, CHECKPOINTS, SPLIT, LOG = "run.json", ".lock", "checkpoints", "split.txt", "run.log"
+VAL = "val_rows.json"  # the validation split: fraction, seed and the held-out training-set rows
 # What a run directory may hold; anything else means the folder is not (only) a run, and is left alone.
-KNOWN = {CONFIG, PLAN, METRICS, SUMMARY, PLOT, STATE, LOCK, CHECKPOINTS, SPLIT, LOG}
+KNOWN = {CONFIG, PLAN, METRICS, SUMMARY, PLOT, STATE, LOCK, CHECKPOINTS, SPLIT, LOG, VAL}
 
 
 def default_out(benchmark: str, method: str) -> Path:

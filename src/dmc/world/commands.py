@@ -12,11 +12,12 @@ from dmc.errors import UserError, at_least_one
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("world", help="the offline glyph world")
     w.add_argument("--sheet", type=Path, help="write a contact sheet PNG of both domains")
-    w.add_argument("--regime", action="store_true",
-                   help="zero-shot, nearest class mean and analytic read-out of the frozen toy CLIP, and their ratios")
-    w.add_argument("--ceiling", action="store_true",
-                   help="Avg and Last of K cosine prototypes per class fitted on all seen classes after each task "
-                        "(frozen toy CLIP, exact features): the ceiling of a text classifier with K prompts per class")
+    tables = {"--regime": "zero-shot, nearest class mean and analytic read-out of the frozen toy CLIP, and their "
+                          "ratios",
+              "--ceiling": "Avg and Last of K cosine prototypes per class fitted on all seen classes after each task "
+                           "(frozen toy CLIP, exact features): the ceiling of a text classifier with K prompts per class"}
+    for flag, text in tables.items():
+        w.add_argument(flag, action="store_true", help=text)
     w.add_argument("--prototypes", type=int, nargs="+", default=[1], metavar="K", help="K for --ceiling")
     w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="class orders for --ceiling")
     w.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
