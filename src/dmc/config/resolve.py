@@ -44,7 +44,6 @@ def smoke_settings() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- typed updates
-
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert a YAML value to the annotated field type; one clear error naming the key."""
     origin = typing.get_origin(tp)
@@ -200,6 +199,7 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _tree(section: Any) -> dict[str, Any]:
+    """A section as a mapping, its sub-sections (plugged ones too) as mappings in turn."""
     out = {}
     for name in fields_of(section):
         value = getattr(section, name)
