@@ -14,14 +14,16 @@ from dmc.config import RunConfig, fields_of
 
 
 def rows(section_obj, prefix: str):
-    """(key, default, meaning, provenance) of every field, plugged sections (each method's own) included."""
+    """(key, default, meaning, provenance) of every field of the package, plugged sections (each method's
+    own, the glyph world's) included."""
     src = inspect.getsource(type(section_obj))
     comments = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", src, flags=re.M))
     for name in fields_of(section_obj):
         value = getattr(section_obj, name)
         key = f"{prefix}{name}"
         if dataclasses.is_dataclass(value):
-            yield from rows(value, key + ".")
+            if type(value).__module__.split(".")[0] == "dmc":  # not a section a method outside dmc brought
+                yield from rows(value, key + ".")
             continue
         note = comments.get(name, "")
         prov = re.findall(r"\[(paper[^\]]*|released[^\]]*|reconstruction)\]", note)
