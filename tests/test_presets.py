@@ -114,3 +114,20 @@ def test_every_config_field_is_documented():
     doc = (ROOT / "docs" / "method.md").read_text()
     missing = [key for key, *_ in table.rows(config.RunConfig(), "") if f"`{key}`" not in doc]
     assert not missing, f"fields missing from docs/method.md (run tools/config_table.py): {missing}"
+
+
+def test_configs_saved_with_the_old_cotrain_switch_still_load(tmp_path):
+    import yaml
+
+    from dmc.errors import UserError
+
+    tree = config.to_dict(config.resolve("glyphs", "dmc-ot"))
+    for method, decoupled, ok in (("dmc-ot", True, True), ("cotrain", False, True), ("dmc", False, False)):
+        saved = {**tree, "method": method, "dmc": {"decoupled": decoupled}}
+        path = tmp_path / f"{method}.yaml"
+        path.write_text(yaml.safe_dump(saved))
+        if ok:
+            assert config.load(path).method == method
+        else:
+            with pytest.raises(UserError, match="cotrain"):
+                config.load(path)

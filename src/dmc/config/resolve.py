@@ -237,9 +237,24 @@ def saved_tree(path: Path) -> dict[str, Any]:
     return tree
 
 
+def upgrade(tree: dict[str, Any]) -> dict[str, Any]:
+    """A saved config tree in today's keys. `dmc.decoupled` was the co-training switch before `cotrain`
+    became a method of its own: runs written then (decoupled for dmc / dmc-ot, not for cotrain) read on."""
+    section = tree.get("dmc")
+    if isinstance(section, dict) and "decoupled" in section:
+        decoupled = section.pop("decoupled")
+        if decoupled is not (tree.get("method") != "cotrain"):
+            raise UserError(f"this run sets dmc.decoupled={decoupled} with method {tree.get('method')!r}, which "
+                            "today's dmc cannot repeat (co-training is `--method cotrain`)")
+        if not section:
+            tree.pop("dmc")
+    return tree
+
+
 def load(path: Path) -> RunConfig:
-    """Read a saved `config.yaml` back (unknown keys are errors, so a stale file says so)."""
-    tree = saved_tree(path)
+    """Read a saved `config.yaml` back (unknown keys are errors, so a stale file says so; keys renamed
+    since are read as today's, `upgrade`)."""
+    tree = upgrade(saved_tree(path))
     cfg = RunConfig()
     apply_dict(cfg, tree)
     validate(cfg)
