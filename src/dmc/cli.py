@@ -127,13 +127,14 @@ def _names(values: list[str] | None) -> list[str] | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from dmc import catalog, config
-    from dmc.rundir import RunDir
+    from dmc.rundir import RunDir, check_resumable
 
     if args.threads is not None:
         _at_least_one(threads=args.threads)
+    cfg = None
     if args.resume is not None:
         _resume_alone(args)
-        cfg = config.load(RunDir.config_of(args.resume))
+        check_resumable(RunDir(args.resume))  # a run's records, before torch loads (its config loads once, later)
     else:
         overrides = {}
         if args.backbone:
@@ -169,17 +170,13 @@ def _run(args: argparse.Namespace, cfg) -> Path | None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from dmc.engine.loop import run
-    from dmc.training.runtime import make_runtime
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    rt = None
-    if args.quiet:
-        rt = make_runtime(cfg.model.device, cfg.model.precision, progress=False, num_workers=cfg.data.num_workers)
     with logging_redirect_tqdm():
         if args.resume is not None:
-            return run(None, resume=args.resume, rt=rt)
-        return run(cfg, out=args.out, rt=rt)
+            return run(None, resume=args.resume, progress=not args.quiet)
+        return run(cfg, out=args.out, progress=not args.quiet)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -31,10 +31,10 @@ from dmc.data.benchmark import Benchmark
 from dmc.data.dataset import ImageDataset
 from dmc.data.sources.base import Samples
 from dmc.data.sources.files import check_readable
-from dmc.engine.loop import seeded_backbone, seeded_method
+from dmc.engine.loop import load_learned, seeded_backbone, seeded_method
 from dmc.errors import UserError
 from dmc.methods import Method
-from dmc.rundir import CONFIG, RunDir, digest
+from dmc.rundir import CONFIG, CheckpointError, RunDir
 from dmc.training.evaluate import feature_scores, image_scores
 from dmc.training.features import encode_dataset
 from dmc.training.runtime import derive_seed, make_runtime, seed_everything
@@ -103,10 +103,9 @@ def load(run_dir: str | Path, task: int | None = None, device: str = "auto") -> 
     `device` (auto, cpu, cuda, cuda:N). Bad input (not a run, a task out of range or unfinished, no
     checkpoint of it, a changed config.yaml or plan.json) is a UserError in one line."""
     rundir = RunDir(Path(run_dir))
-    task = rundir.trained_task(task)
+    task = rundir.trained_task(task)  # also checks that the run's records agree
     plan = rundir.plan()
     cfg = config.load(rundir.path / CONFIG)
-    rundir.verify(digest(config.saved_tree(rundir.path / CONFIG)), digest(plan))
     config.ModelConfig(device=device).check()
     bench = Benchmark.from_plan(cfg.benchmark.name, plan)
     rt = make_runtime(device, cfg.model.precision, progress=False)
@@ -114,7 +113,11 @@ def load(run_dir: str | Path, task: int | None = None, device: str = "auto") -> 
     for t in range(task):  # the structure of every task up to K, as a resumed run builds it
         seed_everything(derive_seed(cfg.seed, "task", t))
         method.begin_task(_structure(t, bench, method, cfg.seed))
-    method.learned.load_state_dict(rundir.load_checkpoint(task))
+    try:
+        load_learned(method, rundir.load_checkpoint(task), rundir.checkpoint_path(task).name)
+    except CheckpointError as exc:
+        raise UserError(f"{rundir.path}: {exc}; restore it from a copy of the run, or use the model after "
+                        "another task (--task K)") from None
     seen = sorted(c for t in bench.tasks[:task] for c in t)
     log.info("loaded %s after task %d of %d (%d classes)", rundir.path, task, len(bench.tasks), len(seen))
     return Predictor(method, seen, [bench.class_names[c] for c in seen], task, rundir.path)
