@@ -23,6 +23,10 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
+class OutputError(UserError):
+    """Standard output cannot be written (a full disk, a closed descriptor)."""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dmc", description="CLIP-based class-incremental learning: DMC, DMC-OT and baselines.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,8 +131,10 @@ def _names(values: list[str] | None) -> list[str] | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from dmc import catalog, config
+    from dmc.engine.sweep import follow_parent
     from dmc.rundir import RunDir, check_resumable
 
+    follow_parent()  # a sweep's child run stops with its sweep
     if args.threads is not None:
         _at_least_one(threads=args.threads)
     cfg = None
@@ -147,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if path is None:  # a torchrun worker other than rank 0: rank 0 reports
         return 0
     summary = json.loads((path / "summary.json").read_text())
-    print(f"{summary['method']} on {summary['benchmark']}: Avg {summary['avg']:.2f}  Last {summary['last']:.2f}  "
+    _print(f"{summary['method']} on {summary['benchmark']}: Avg {summary['avg']:.2f}  Last {summary['last']:.2f}  "
           f"forgetting {summary['forgetting']:.2f}  ({summary['wall_time_s']:.0f} s)  -> {path}")
     return 0
 
@@ -187,12 +193,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cfg = config.resolve(args.benchmark, None, overrides, args.sets)
     plan = make_benchmark(cfg, cfg.seed).plan()
     if args.json:
-        print(json.dumps(plan))
+        _print(json.dumps(plan))
         return 0
-    print(f"{cfg.benchmark.name}: {len(plan['class_order'])} classes, {len(plan['tasks'])} tasks, seed {cfg.seed}")
-    print("class order:", " ".join(map(str, plan["class_order"])))
+    _print(f"{cfg.benchmark.name}: {len(plan['class_order'])} classes, {len(plan['tasks'])} tasks, seed {cfg.seed}")
+    _print("class order:", " ".join(map(str, plan["class_order"])))
     for i, names in enumerate(plan["tasks"]):
-        print(f"task {i + 1}: {', '.join(names)}")
+        _print(f"task {i + 1}: {', '.join(names)}")
     return 0
 
 
@@ -202,32 +208,44 @@ def cmd_list(args: argparse.Namespace) -> int:
     from dmc.methods import METHODS
     from dmc.models.clip import BACKBONES
 
-    print("benchmarks:", ", ".join(SOURCES.names()))
-    print("methods:   ", ", ".join(METHODS.names()))
-    print("backbones: ", ", ".join(BACKBONES.names()), "(or any open_clip model name)")
+    _print("benchmarks:", ", ".join(SOURCES.names()))
+    _print("methods:   ", ", ".join(METHODS.names()))
+    _print("backbones: ", ", ".join(BACKBONES.names()), "(or any open_clip model name)")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dmc.report import plot, read_runs, table
+    from dmc.report import plot, plot_formats, read_runs, table
 
+    _output_open()
     if args.plot is not None:
-        _writable(args.plot)
+        _writable(args.plot, plot_formats())
     runs = read_runs(args.runs)
-    print(table(runs, by_setting=args.by_setting))
+    _print(table(runs, by_setting=args.by_setting))
     if args.plot is not None:
         try:
             plot(runs, args.plot, by_setting=args.by_setting)
         except OSError as exc:
             raise UserError(f"cannot write the plot {args.plot}: {exc.strerror or exc}") from None
-        print(f"\nA_t curves: {args.plot}")
+        _print(f"\nA_t curves: {args.plot}")
     return 0
 
 
-def _writable(path: Path) -> None:
+def _writable(path: Path, formats: set[str]) -> None:
+    """The plot can be written there: an image extension, and no file where a folder must be."""
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise UserError(f"cannot write the plot {path}: name a file with an image extension "
+                        f"(.png, .pdf, .svg; one of {', '.join(sorted(formats))})")
     folder = next((f for f in path.parents if f.exists()), None)
     if folder is not None and not folder.is_dir():
         raise UserError(f"cannot write the plot {path}: {folder} is a file, not a folder")
+
+
+def _output_open() -> None:
+    """A command whose result is its standard output needs one: a closed stdout is refused up front."""
+    if sys.stdout is None or sys.stdout.closed:
+        raise OutputError("standard output is closed, so the result would be lost; give this command an output "
+                        "(a terminal, a file or a pipe)")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -241,7 +259,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     given = {k: v for k, v in given.items() if v is not None}
     grid = open_sweep(args.out, Grid(**given) if given else None)
     text, failed = summarize(args.out, run_sweep(args.out, grid, launch))
-    print(text)
+    _print(text)
     return 1 if failed else 0
 
 
@@ -258,6 +276,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from dmc.data.sources.files import collect_images
     from dmc.rundir import RunDir
 
+    _output_open()
     _at_least_one(topk=args.topk, **({} if args.batch is None else {"batch": args.batch}))
     task = RunDir(args.run).trained_task(args.task)  # run, task and images are checked before torch loads
     images = collect_images(args.images)
@@ -268,7 +287,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     start = time.time()
     out = model.predict(images, args.topk, args.batch)
     seconds = time.time() - start
-    write_predictions(sys.stdout, images, out, task, args.format)
+    _emit(lambda: write_predictions(sys.stdout, images, out, task, args.format))
     log.info("%d images in %.2f s (%.0f images/s), the model after task %d of %s", len(images), seconds,
              len(images) / max(seconds, 1e-9), task, args.run)
     return 0
@@ -285,18 +304,18 @@ def cmd_world(args: argparse.Namespace) -> int:
     world = cfg.data.world
     if args.sheet is not None:
         write_sheet(args.sheet, world)
-        print(f"contact sheet: {args.sheet}")
+        _print(f"contact sheet: {args.sheet}")
     if args.regime:
         from dmc.engine.regime import glyph_regime, regime_table
         from dmc.models.clip import build_backbone
 
         result = glyph_regime(build_backbone("toy"), world)
-        print(regime_table(result, f"glyphs, severity {world.severity}"))
+        _print(regime_table(result, f"glyphs, severity {world.severity}"))
     if args.ceiling:
         from dmc.engine.regime import ceiling_table, glyph_ceiling
         from dmc.models.clip import build_backbone
 
-        print(ceiling_table(glyph_ceiling(build_backbone("toy"), cfg, args.seeds, args.prototypes)))
+        _print(ceiling_table(glyph_ceiling(build_backbone("toy"), cfg, args.seeds, args.prototypes)))
     return 0
 
 
@@ -309,17 +328,17 @@ def cmd_pretrain_toy(args: argparse.Namespace) -> int:
     if not (args.force or args.ship):
         model = toy.get_toy(cfg)
         where = toy.toy_cache_path(cfg) if toy.toy_cache_path(cfg).is_file() else toy.SHIPPED
-        print(f"toy CLIP: {where} (sha256 {toy.state_sha256(model)[:16]}); --force rebuilds it")
+        _print(f"toy CLIP: {where} (sha256 {toy.state_sha256(model)[:16]}); --force rebuilds it")
         return 0
     model, report = toy.build_and_cache(cfg)
     digest = toy.state_sha256(model)
-    print(f"toy CLIP built: {toy.toy_cache_path(cfg)} (clean zero-shot {100 * report['clean_zero_shot']:.1f}%, "
+    _print(f"toy CLIP built: {toy.toy_cache_path(cfg)} (clean zero-shot {100 * report['clean_zero_shot']:.1f}%, "
           f"sha256 {digest[:16]})")
     if args.ship:
-        print(f"shipped weights written: {toy.ship_toy(model, cfg, report)}")
+        _print(f"shipped weights written: {toy.ship_toy(model, cfg, report)}")
     elif shipped:
         same = digest == meta.get("sha256")
-        print("identical to the shipped weights" if same else
+        _print("identical to the shipped weights" if same else
               f"differs from the shipped weights (sha256 {meta.get('sha256', '')[:16]}): another torch build or CPU")
     return 0
 
@@ -337,14 +356,14 @@ def cmd_bench_ot(args: argparse.Namespace) -> int:
 
     _at_least_one(dim=args.dim, repeats=args.repeats)
     cfg = CalibrationConfig(level=args.level) if args.level else None
-    print(json.dumps(bench_ot(dim=args.dim, device=args.device, repeats=args.repeats, cfg=cfg), indent=1))
+    _print(json.dumps(bench_ot(dim=args.dim, device=args.device, repeats=args.repeats, cfg=cfg), indent=1))
     return 0
 
 
 def cmd_bench_ridge(args: argparse.Namespace) -> int:
     from dmc.engine.bench import bench_ridge
 
-    print(json.dumps(bench_ridge(args.dim_in, args.dim, args.n, args.classes, device=args.device), indent=1))
+    _print(json.dumps(bench_ridge(args.dim_in, args.dim, args.n, args.classes, device=args.device), indent=1))
     return 0
 
 
@@ -357,7 +376,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     VisionConfig(trainable=args.trainable)
     _at_least_one(batch=args.batch, classes=args.classes, repeats=args.repeats)
     rt = make_runtime(args.device, args.precision, progress=False)
-    print(json.dumps(bench_speed(rt, args.backbone, args.batch, args.classes, args.repeats, args.trainable), indent=1))
+    _print(json.dumps(bench_speed(rt, args.backbone, args.batch, args.classes, args.repeats, args.trainable), indent=1))
     return 0
 
 
@@ -371,18 +390,47 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="dmc: %(message)s", stream=sys.stderr)
     try:
         args = _parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        _emit(lambda: None)  # what is still buffered: a full disk (/dev/full) shows here, not at exit
+        return code
     except UserError as exc:
         print(f"dmc: error: {exc}", file=sys.stderr)
+        if isinstance(exc, OutputError):
+            _quiet_stdout()
         return 2
     except KeyboardInterrupt:
         print("dmc: interrupted (an unfinished run can be continued with --resume)", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of our output went away (e.g. `dmc predict ... | head`): stop quietly
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        _quiet_stdout()
         return 141
+
+
+def _emit(write) -> None:
+    """Call `write` (which writes to standard output), then flush; an OS error writing it is one line."""
+    try:
+        write()
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: a closed file
+        raise OutputError(f"cannot write the output: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _print(*values, **kwargs) -> None:
+    """`print` to standard output, through `_emit`."""
+    _emit(lambda: print(*values, **kwargs))
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so that Python's flush at exit raises no second error."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

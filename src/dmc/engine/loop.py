@@ -112,6 +112,7 @@ def seeded_backbone(cfg: RunConfig) -> Backbone:
 def seeded_method(cfg: RunConfig, backbone: Backbone, bench: Benchmark, rt: Runtime) -> Method:
     """The run's method before any task, its random initialisation drawn from the run's seed."""
     seed_everything(derive_seed(cfg.seed, "method"))
+    rt.tf32_towers(backbone.model)
     return METHODS.get(cfg.method)(cfg, backbone, bench, rt)
 
 

@@ -86,14 +86,26 @@ class Predictor:
         return Predictions(index.numpy(), values.numpy(), self.classes)
 
 
-def _dataset(images: Images, transform) -> ImageDataset:
+def _dataset(images: Images, transform, allow_empty: bool = False) -> ImageDataset:
+    """The images to score as a dataset; no images, an image of no pixels, or anything else that is not an
+    image is a UserError in one line."""
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise UserError(f"images as an array must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        if 0 in images.shape[1:3]:
+            raise UserError(f"images as an array must have pixels, got shape {images.shape}")
         items = images
     else:
         items = [str(x) if isinstance(x, (str, Path)) else x for x in images]
-        check_readable([x for x in items if isinstance(x, str)])
+        odd = next((x for x in items if not isinstance(x, (str, Image.Image))), None)
+        if odd is not None:
+            raise UserError(f"an image must be a file path or a PIL image, got {type(odd).__name__}")
+        empty = next((x for x in items if isinstance(x, Image.Image) and 0 in x.size), None)
+        if empty is not None:
+            raise UserError(f"an image has no pixels ({empty.size[0]} x {empty.size[1]})")
+        check_readable([x for x in items if isinstance(x, str)], decode=True)
+    if len(items) == 0 and not allow_empty:
+        raise UserError("no images to predict: give at least one file, PIL image or array row")
     labels = np.zeros(len(items), dtype=np.int64)
     return ImageDataset(Samples(items, labels), labels, transform)
 
@@ -125,7 +137,7 @@ def load(run_dir: str | Path, task: int | None = None, device: str = "auto") -> 
 
 def _structure(t: int, bench: Benchmark, method: Method, seed: int) -> Task:
     """Task t without images (the loop's `make_task` with none): what `begin_task` reads."""
-    empty = _dataset(np.zeros((0, 1, 1, 3), np.uint8), method.backbone.preprocess)
+    empty = _dataset(np.zeros((0, 1, 1, 3), np.uint8), method.backbone.preprocess, allow_empty=True)
     seen = sorted({c for task in bench.tasks[: t + 1] for c in task})
     gen = torch.Generator().manual_seed(derive_seed(seed, "generator", t))
     return Task(t, bench.tasks[t], seen, empty, empty, gen, names=[bench.class_names[c] for c in bench.tasks[t]])
