@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -133,8 +134,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dmc import catalog, config
     from dmc.engine.sweep import follow_parent
     from dmc.rundir import RunDir, check_resumable
+    from dmc.training import threads
 
     follow_parent()  # a sweep's child run stops with its sweep
+    threads.register()  # other runs starting now count this one (training.threads)
     if args.threads is not None:
         _at_least_one(threads=args.threads)
     cfg = None
@@ -160,7 +163,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _resume_alone(args: argparse.Namespace) -> None:
     """--resume continues a run with the config it started with: flags that would change it are refused
-    rather than silently dropped (--quiet and --threads change nothing the run records)."""
+    rather than silently dropped (--quiet changes nothing; --threads only the last digits of what the rest
+    of the run computes, recorded in its metrics lines)."""
     given = [flag for flag, value in (("--benchmark", args.benchmark), ("--method", args.method),
                                       ("--backbone", args.backbone), ("--seed", args.seed), ("--out", args.out))
              if value is not None]
@@ -176,9 +180,16 @@ def _run(args: argparse.Namespace, cfg) -> Path | None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from dmc.engine.loop import run
+    from dmc.rundir import RunDir
+    from dmc.training.runtime import cores
+    from dmc.training.threads import choose
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    recorded = RunDir(args.resume).state().get("threads") if args.resume is not None else None
+    recorded = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1 else None
+    count, why = choose(cores(), args.threads, recorded, "OMP_NUM_THREADS" in os.environ)
+    if count is not None:
+        torch.set_num_threads(count)
+    log.info("%s", why)
     with logging_redirect_tqdm():
         if args.resume is not None:
             return run(None, resume=args.resume, progress=not args.quiet)
