@@ -237,3 +237,15 @@ def test_loader_workers_are_sized_to_the_machine(caplog, monkeypatch):
     assert config.resolve("imagefolder", "dmc-ot").data.num_workers == 8
     assert runtime.loader_workers(8) == 2 and runtime.loader_workers(1) == 1
     assert "data.num_workers 8 > 2 cores here: using 2 loader workers" in caplog.text
+
+
+def test_a_sample_level_ot_that_would_not_fit_is_refused_before_training(capsys, tmp_path, monkeypatch):
+    from dmc.training import budget
+
+    cifar = budget.sample_ot_bytes(90, 256, 5000)  # the last task of CIFAR-100 B0-Inc10
+    assert 2.5 * 2**30 < cifar < 3.0 * 2**30
+    monkeypatch.setattr(budget, "free_bytes", lambda device: 2**20)
+    one_line(capsys, "calibration.level=sample needs about 0.0 GB for its OT plan in task 3", *SMOKE,
+             "--method", "dmc-ot", "--set", "calibration.level=sample", "--out", tmp_path / "r")
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+    assert main([*SMOKE, "--method", "dmc-ot", "--out", str(tmp_path / "class")]) == 0  # the class level fits

@@ -72,3 +72,15 @@ def test_the_count_is_said_recorded_and_kept_on_resume(capsys, caplog, tmp_path,
 def test_bad_thread_counts(capsys, value):
     assert main(["run", "--threads", value]) == 2
     assert "--threads" in capsys.readouterr().err
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    import time
+
+    from dmc.rundir import default_out
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20250101-000000")
+    first, second = default_out("glyphs", "dmc-ot"), default_out("glyphs", "dmc-ot")
+    assert first.name == "20250101-000000-glyphs-dmc-ot" and second.name == "20250101-000000-glyphs-dmc-ot-2"
+    assert first.is_dir() and second.is_dir() and not any(first.iterdir())

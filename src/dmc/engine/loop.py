@@ -17,11 +17,13 @@ from dmc.config import RunConfig
 from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, write_plan
 from dmc.data.dataset import ImageDataset, select, subset_dataset
 from dmc.methods import METHODS, Method
+from dmc.methods.dmc import DMC
 from dmc.models.clip import Backbone, build_backbone
 from dmc.report import plot_run
 from dmc.errors import UserError
 from dmc.rundir import (CONFIG, PLAN, PLOT, SPLIT, CheckpointError, RunDir, RunWriter, check_resumable, default_out,
                         digest)
+from dmc.training.budget import check_sample_ot
 from dmc.training.evaluate import accuracies, predict, predict_features, task_counts, tower_version
 from dmc.training.runtime import Runtime, derive_seed, make_runtime, seed_everything
 from dmc.training.task import Task
@@ -83,6 +85,8 @@ def prepare(cfg: RunConfig | None, out: Path | None, resume: Path | None, rt: Ru
         if fresh and backbone.provenance:  # what the weights are (the toy CLIP: its recipe and sha256)
             config.add_provenance(rundir.path / CONFIG, {"backbone": backbone.provenance})
         method = seeded_method(cfg, backbone, bench, rt)
+        if isinstance(method, DMC):  # the one method that calibrates: what its OT needs must fit
+            check_sample_ot(cfg, bench.tasks, data["train"].labels, rt.device)
         on_error.pop_all()  # built: the caller owns the run directory now
     return cfg, rt, bench, data, method, rundir
 

@@ -13,6 +13,8 @@ import re
 import time
 from pathlib import Path
 
+from dmc.errors import UserError
+
 CONFIG, PLAN, METRICS, SUMMARY, PLOT = "config.yaml", "plan.json", "metrics.jsonl", "summary.json", "accuracy.png"
 STATE, LOCK, CHECKPOINTS, SPLIT, LOG = "run.json", ".lock", "checkpoints", "split.txt", "run.log"
 MARKER = ".dmc-run"  # written first, when dmc creates the folder: the folder is a dmc run directory
@@ -21,7 +23,21 @@ _TEMPORARY = re.compile(r"\.(?P<stem>.+)\.[0-9]+\.tmp(?P<suffix>\.[^.]+)?")  # d
 
 
 def default_out(benchmark: str, method: str) -> Path:
-    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{benchmark}-{method}"
+    """`runs/<time>-<benchmark>-<method>`, created here, empty: runs started in the same second (two
+    default `dmc run`s started together) get `-2`, `-3`, ... rather than one folder for both."""
+    base = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{benchmark}-{method}"
+    for k in range(1, 1000):
+        path = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()  # atomic: exactly one process creates each name
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UserError(f"cannot create the run directory {path}: {exc.strerror or exc}; choose one with "
+                            "--out") from None
+    raise UserError(f"{base}: more than 999 runs started in one second; choose folders with --out")
 
 
 def digest(tree: object) -> str:
