@@ -170,8 +170,8 @@ def test_records_that_disagree_are_refused_in_one_line(capsys, full_run, tmp_pat
         return path
 
     no_state = case("state", lambda p: (p / "run.json").unlink())
-    one_line(capsys, "has no run.json", "run", "--resume", no_state)
-    with pytest.raises(UserError, match="has no run.json"):
+    one_line(capsys, "has no readable run.json", "run", "--resume", no_state)
+    with pytest.raises(UserError, match="has no readable run.json"):
         dmc.load(no_state, task=1)
     listed = case("list", lambda p: (p / "run.json").write_text("[1, 2]"))
     one_line(capsys, "run.json is not what dmc wrote", "run", "--resume", listed)
@@ -201,7 +201,7 @@ def test_a_copied_config_is_not_a_run(capsys, full_run, tmp_path):
     folder = tmp_path / "copy"
     folder.mkdir()
     shutil.copy(full_run / "config.yaml", folder / "config.yaml")
-    one_line(capsys, "has no run.json", "run", "--resume", folder)
+    one_line(capsys, "has no readable run.json", "run", "--resume", folder)
     assert sorted(p.name for p in folder.iterdir()) == ["config.yaml"]
 
 

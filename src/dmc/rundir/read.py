@@ -31,7 +31,7 @@ def read_json(path: Path, what: str) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{path.parent} has no {path.name}: {what}") from None
+        raise UserError(f"{path.parent} has no readable {path.name}: {what}") from None
     except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON
         raise UserError(f"{path} is unreadable ({type(exc).__name__}): {what}") from None
 
