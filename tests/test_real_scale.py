@@ -35,9 +35,10 @@ def fake_cifar_tree(root, train=8, test=4):
 
 
 def measured_run(method, root, out):
-    """One `dmc run` in its own process: (exit code, stderr, CPU seconds, peak resident MB)."""
+    """One `dmc run` in its own process, one thread (CPU time is then the work, whatever else runs on the
+    machine): (exit code, stderr, CPU seconds, peak resident MB)."""
     argv = [sys.executable, "-m", "dmc", "run", "--benchmark", "imagefolder", "--method", method, "--quiet",
-            "--out", str(out), "--set", f"data.root={root}"] + [a for s in SETS for a in ("--set", s)]
+            "--threads", "1", "--out", str(out), "--set", f"data.root={root}"] + [a for s in SETS for a in ("--set", s)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     err = proc.stderr.read()

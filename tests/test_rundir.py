@@ -195,3 +195,15 @@ def test_run_log_keeps_the_console_lines_and_why_a_run_stopped(tmp_path, monkeyp
         run(tiny_cfg("simplecil"), out=tmp_path / "r", rt=QUIET)
     log = (tmp_path / "r" / "run.log").read_text()
     assert "task 1/3: A_t" in log and "Traceback" in log and "RuntimeError: boom in task 2" in log
+
+
+def test_resume_reads_the_saved_config_once(capsys, full_run, tmp_path, monkeypatch):
+    import dmc.config as config_package
+    import dmc.engine.loop as loop
+
+    killed = killed_copy(full_run, tmp_path / "r", finished_tasks=2)
+    calls = []
+    real = config_package.load
+    monkeypatch.setattr(loop.config, "load", lambda path: calls.append(path) or real(path))
+    code, _, err, _ = cli(capsys, "run", "--resume", killed, "--quiet")
+    assert code == 0 and len(calls) == 1, (calls, err)

@@ -45,12 +45,7 @@ def fit(
     param_groups = [g for g in param_groups if g["params"]]
     if not param_groups or epochs <= 0:
         return []
-    # foreach: one call per update step for all tensors, not a Python loop of small ops per tensor (on CPU
-    # torch defaults to the loop); the same elementwise kernels, so the same numbers (tests/test_loading.py)
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(param_groups, lr=lr, momentum=0.9, weight_decay=weight_decay, foreach=True)
-    else:
-        opt = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, foreach=True)
+    opt = _optimizer(optimizer, param_groups, lr, weight_decay)
     per_epoch = len(batches(0))
     total = max(1, epochs * per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total))
@@ -80,3 +75,12 @@ def fit(
         log.info("%s: %d epoch%s, loss %.4f -> %.4f, %.1f s", desc, epochs, "s" * (epochs != 1), history[0],
                  history[-1], time.time() - start)
     return history
+
+
+def _optimizer(name: str, groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW, or SGD with momentum 0.9. `foreach`: one call updates every tensor, not a Python loop of small
+    ops per tensor (torch's choice on CPU); the same elementwise kernels, so the same numbers, bit for bit
+    (tests/test_speed.py)."""
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay, foreach=True)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, foreach=True)
