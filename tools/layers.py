@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [  # bottom to top
     ("base", ("errors", "registry", "files", "faults")),
     ("config", ("config",)),
     ("numerics, data, models, run directories",
-     ("metrics", "schedule", "analytic", "memory", "calibration", "data", "models", "rundir", "report", "catalog")),
+     ("metrics", "stats", "schedule", "analytic", "discriminant", "memory", "calibration", "data", "models", "rundir", "report", "catalog")),
     ("training support", ("training",)),
     ("methods", ("methods",)),
     ("engine", ("engine",)),

@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--plot", type=Path, help="also write the A_t curves to this PNG file")
     c.add_argument("--by-setting", action="store_true",
                    help="one row per setting: runs named <setting>-s<seed> are averaged (mean ± std over seeds)")
+    c.add_argument("--paired", metavar="REF_SETTING",
+                   help="also each setting's mean paired difference to REF_SETTING over shared seeds, with its "
+                        "95%% confidence interval (implies --by-setting)")
+    c.add_argument("--csv", type=Path, help="also write one row per run (setting, seed, Avg, Last, seconds, commit)")
     _sweep_parser(sub)
     pr = sub.add_parser("predict", help="class names and scores of images, from the model a run trained")
     pr.add_argument("run", type=Path, metavar="RUN_DIR")
@@ -226,30 +230,40 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dmc.report import plot, plot_formats, read_runs, table
+    from dmc.report import paired_table, per_seed_csv, plot, plot_formats, read_runs, table
 
     _output_open()
     if args.plot is not None:
-        _writable(args.plot, plot_formats())
+        _writable(args.plot, "the plot", plot_formats())
+    if args.csv is not None:
+        _writable(args.csv, "the per-seed rows")
     runs = read_runs(args.runs)
-    _print(table(runs, by_setting=args.by_setting))
+    by_setting = args.by_setting or args.paired is not None
+    _print(table(runs, by_setting=by_setting))
+    if args.paired is not None:
+        _print(f"\nPaired by seed against {args.paired}:\n")
+        _print(paired_table(runs, args.paired))
+    if args.csv is not None:
+        per_seed_csv(runs, args.csv)
+        _print(f"\nper-seed rows: {args.csv}")
     if args.plot is not None:
         try:
-            plot(runs, args.plot, by_setting=args.by_setting)
+            plot(runs, args.plot, by_setting=by_setting)
         except OSError as exc:
             raise UserError(f"cannot write the plot {args.plot}: {exc.strerror or exc}") from None
         _print(f"\nA_t curves: {args.plot}")
     return 0
 
 
-def _writable(path: Path, formats: set[str]) -> None:
-    """The plot can be written there: an image extension, and no file where a folder must be."""
-    if path.suffix.lower().lstrip(".") not in formats:
-        raise UserError(f"cannot write the plot {path}: name a file with an image extension "
+def _writable(path: Path, what: str, formats: set[str] | None = None) -> None:
+    """`what` can be written at `path`: an image extension when `formats` are given (a plot), and no file
+    where a folder must be."""
+    if formats is not None and path.suffix.lower().lstrip(".") not in formats:
+        raise UserError(f"cannot write {what} {path}: name a file with an image extension "
                         f"(.png, .pdf, .svg; one of {', '.join(sorted(formats))})")
     folder = next((f for f in path.parents if f.exists()), None)
     if folder is not None and not folder.is_dir():
-        raise UserError(f"cannot write the plot {path}: {folder} is a file, not a folder")
+        raise UserError(f"cannot write {what} {path}: {folder} is a file, not a folder")
 
 
 def _output_open() -> None:

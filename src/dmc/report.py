@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 from dmc.config import saved_tree  # noqa: E402
 from dmc.config.resolve import flatten  # noqa: E402
 from dmc.errors import UserError  # noqa: E402
-from dmc.files import atomic_path  # noqa: E402
+from dmc import stats  # noqa: E402
+from dmc.files import atomic_path, write_text  # noqa: E402
 from dmc.rundir import CONFIG, SUMMARY, RunDir  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -284,3 +285,54 @@ def plot(runs: list[Run], path: Path, by_setting: bool = False) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
+
+
+# --------------------------------------------------------------------------- paired statistics
+def paired_table(runs: list[Run], reference: str, level: float = 0.95) -> str:
+    """Markdown, per benchmark: each setting's mean paired difference to the setting `reference` over the
+    seeds both have, with its `level` Student-t interval, for Avg and Last (`dmc.stats`). "within noise"
+    says whether the interval contains 0."""
+    return _sections(group_by_benchmark(runs), lambda items: _paired_rows(items, reference, level))
+
+
+def _paired_rows(runs: list[Run], reference: str, level: float) -> str:
+    groups = group_by_setting(runs)
+    if reference not in groups:
+        raise UserError(f"no setting named {reference!r} among the runs; settings: {', '.join(groups)}")
+    ref = {metric: {r.summary["seed"]: r.summary[metric] for r in groups[reference]} for metric in ("avg", "last")}
+    pct = f"{100 * level:.0f} %"
+    lines = [f"| setting | paired seeds | Avg − {reference} [{pct} CI] | Last − {reference} [{pct} CI] | within noise (Avg / Last) |",
+             "|---|---|---|---|---|"]
+    for name, group in groups.items():
+        if name == reference:
+            continue
+        mine = {metric: {r.summary["seed"]: r.summary[metric] for r in group} for metric in ("avg", "last")}
+        seeds = sorted(set(mine["avg"]) & set(ref["avg"]))
+        if not seeds:
+            lines.append(f"| {name} | none | – | – | – |")
+            continue
+        avg, last = (stats.paired(mine[m], ref[m], level) for m in ("avg", "last"))
+        noise = " / ".join({True: "yes", False: "no", None: "–"}[p.within_noise] for p in (avg, last))
+        lines.append(f"| {name} | {', '.join(map(str, seeds))} | {avg} | {last} | {noise} |")
+    return "\n".join(lines)
+
+
+CSV_FIELDS = ("setting", "method", "benchmark", "seed", "eval_split", "avg", "last", "forgetting", "seconds",
+              "seconds_per_task", "commit")
+
+
+def per_seed_csv(runs: list[Run], path: Path) -> None:
+    """One row per run (setting, seed, Avg, Last, seconds, the commit of the code that ran, ...), so anyone
+    can check a published row by re-running one seed."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for r in runs:
+        s = r.summary
+        writer.writerow([r.setting, s["method"], s["benchmark"], s["seed"], s.get("eval_split", "test"),
+                         f"{s['avg']:.4f}", f"{s['last']:.4f}", f"{s['forgetting']:.4f}", f"{s['wall_time_s']:.1f}",
+                         f"{s['wall_time_s'] / s['tasks']:.2f}", s.get("versions", {}).get("dmc_commit", "unknown")])
+    write_text(path, buf.getvalue())

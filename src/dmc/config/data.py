@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dmc.config.checks import Section, at_least, within
+from dmc.config.checks import BadValue, Section, at_least, within
 
 
 @dataclass
@@ -16,10 +16,14 @@ class BenchmarkConfig(Section):
     max_tasks: int | None = None  # stop after this many tasks (smoke runs)
     train_per_class: int | None = None  # keep at most this many training images per class (smoke runs)
     test_per_class: int | None = None  # keep at most this many test images per class (smoke runs)
+    val_fraction: float = 0.0  # share of each class's training images held out as the validation split (never trained on; `eval.split=val` tests on it); 0 = none
+    val_seed: int = 0  # seed of the validation split: which images are held out depends on it and on each class, not on the run seed or the class order
 
     def check(self) -> None:
         at_least(self, 0, "base")
         at_least(self, 1, "increment", "max_tasks", "train_per_class", "test_per_class")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise BadValue("val_fraction", self.val_fraction, "must be in [0, 1)")
 
 
 @dataclass

@@ -27,9 +27,11 @@ class CheckpointConfig(Section):
 @dataclass
 class EvalConfig(Section):
     batch_size: int = 256
+    split: str = "test"  # test | val: the held-out share of the training images (needs benchmark.val_fraction > 0); choose settings on val, report test
 
     def check(self) -> None:
         at_least(self, 1, "batch_size")
+        one_of(self, "split", ("test", "val"))
 
 
 @dataclass

@@ -59,6 +59,23 @@ def split_tasks(n_classes: int, base: int, increment: int) -> list[list[int]]:
     return tasks
 
 
+def val_rows(targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Training-set rows held out as the validation split: round(fraction * n_c) of each class's n_c rows
+    (at least 1 and at most n_c - 1 when fraction > 0), drawn by a permutation seeded by (seed, class id).
+    A class's held-out rows depend only on its own rows, the fraction and the seed: not on the run seed,
+    the class order or which other classes are loaded. Returns sorted row indices (int64)."""
+    targets = np.asarray(targets, dtype=np.int64)
+    if fraction <= 0:
+        return np.empty(0, dtype=np.int64)
+    held = []
+    for c in np.unique(targets):
+        rows = np.nonzero(targets == c)[0]
+        k = min(max(int(round(fraction * len(rows))), 1), len(rows) - 1)
+        perm = np.random.default_rng([int(seed), int(c)]).permutation(len(rows))
+        held.append(rows[perm[:k]])
+    return np.sort(np.concatenate(held)) if held else np.empty(0, dtype=np.int64)
+
+
 @dataclass
 class Benchmark:
     name: str
@@ -66,6 +83,7 @@ class Benchmark:
     class_names: list[str]  # by remapped label
     class_order: list[int]  # native id of each remapped label
     tasks: list[list[int]]  # remapped labels of each task
+    val: dict | None = None  # the validation split ({"fraction", "seed"}), None when there is none
 
     @property
     def template(self) -> str:
@@ -81,8 +99,8 @@ class Benchmark:
         return lut[np.asarray(native, dtype=np.int64)]
 
     def plan(self) -> dict:
-        return {"class_order": self.class_order,
-                "tasks": [[self.class_names[c] for c in task] for task in self.tasks]}
+        plan = {"class_order": self.class_order, "tasks": [[self.class_names[c] for c in task] for task in self.tasks]}
+        return {**plan, "val": self.val} if self.val else plan
 
     @classmethod
     def from_plan(cls, name: str, plan: dict) -> Benchmark:
@@ -93,7 +111,7 @@ class Benchmark:
         names = [n for task in plan["tasks"] for n in task]
         ends = np.cumsum([len(task) for task in plan["tasks"]])
         tasks = [list(range(end - len(task), end)) for task, end in zip(plan["tasks"], ends.tolist())]
-        return cls(name, SOURCES.get(name), names, list(plan["class_order"]), tasks)
+        return cls(name, SOURCES.get(name), names, list(plan["class_order"]), tasks, plan.get("val"))
 
 
 def make_benchmark(cfg: RunConfig, seed: int, single_task: bool = False) -> Benchmark:
@@ -113,7 +131,11 @@ def make_benchmark(cfg: RunConfig, seed: int, single_task: bool = False) -> Benc
     tasks = [list(range(n))] if single_task else split_tasks(n, base, inc)
     if cfg.benchmark.max_tasks:
         tasks = tasks[: cfg.benchmark.max_tasks]
-    return Benchmark(cfg.benchmark.name, source, [native_names[c] for c in order], order, tasks)
+    val = {"fraction": cfg.benchmark.val_fraction, "seed": cfg.benchmark.val_seed} if cfg.benchmark.val_fraction else None
+    if cfg.eval.split == "val" and val is None:
+        raise UserError("eval.split=val tests on the validation split, which needs held-out training images: "
+                        "add --set benchmark.val_fraction=0.1 (for example)")
+    return Benchmark(cfg.benchmark.name, source, [native_names[c] for c in order], order, tasks, val)
 
 
 def limit_per_class(labels: np.ndarray, k: int | None) -> np.ndarray:

@@ -1,8 +1,10 @@
 """The one class-incremental loop: for each task, the method's hooks train, then every seen class is tested."""
 from __future__ import annotations
 
+import json
 import logging
 import platform
+import subprocess
 import time
 from contextlib import ExitStack
 from importlib import metadata
@@ -14,15 +16,16 @@ from tqdm.auto import tqdm
 
 from dmc import config, faults, metrics
 from dmc.config import RunConfig
-from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, write_plan
+from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, val_rows, write_plan
 from dmc.data.dataset import ImageDataset, select, subset_dataset
 from dmc.methods import METHODS, Method
 from dmc.methods.dmc import DMC
 from dmc.models.clip import Backbone, build_backbone
 from dmc.report import plot_run
 from dmc.errors import UserError
-from dmc.rundir import (CONFIG, PLAN, PLOT, SPLIT, CheckpointError, RunDir, RunWriter, check_resumable, default_out,
-                        digest)
+from dmc.files import write_text
+from dmc.rundir import (CONFIG, PLAN, PLOT, SPLIT, VAL, CheckpointError, RunDir, RunWriter, check_resumable,
+                        default_out, digest)
 from dmc.training.budget import check_sample_ot
 from dmc.training.evaluate import accuracies, predict, predict_features, task_counts, tower_version
 from dmc.training.runtime import Runtime, derive_seed, make_runtime, seed_everything
@@ -31,27 +34,38 @@ from dmc.training.task import Task
 log = logging.getLogger(__name__)
 
 
-def load_datasets(cfg: RunConfig, bench: Benchmark, backbone: Backbone,
-                  split_file: Path | None = None) -> dict[str, ImageDataset]:
+def load_datasets(cfg: RunConfig, bench: Benchmark, backbone: Backbone, split_file: Path | None = None,
+                  val_file: Path | None = None) -> dict[str, ImageDataset]:
     """Train (training transform), train_plain (eval transform) and test datasets with remapped labels,
     restricted to the benchmark's classes and to the per-class limits of smoke runs. Sources with a
-    split of their own making (ImageNet-R) record it in `split_file`."""
+    split of their own making (ImageNet-R) record it in `split_file`. With `benchmark.val_fraction`, a
+    seeded share of each class's training images is held out (recorded in `val_file`) and never trained
+    on; `eval.split=val` then tests on it in place of the test split ("test" is the evaluated set)."""
     classes = sorted({c for task in bench.tasks for c in task})
     raw = {split: bench.source.load(cfg.data, split) for split in ("train", "test")}
     if split_file is not None and hasattr(bench.source, "save_split"):
         bench.source.save_split(cfg.data, raw["train"], raw["test"], split_file)
+    b = cfg.benchmark
+    held = val_rows(raw["train"].targets, b.val_fraction, b.val_seed)
+    if val_file is not None and bench.val:
+        write_text(val_file, json.dumps({**bench.val, "rows": held.tolist()}))
+    parts = {"train": (raw["train"], np.setdiff1d(np.arange(len(raw["train"].targets)), held), b.train_per_class),
+             "val": (raw["train"], held, b.test_per_class),
+             "test": (raw["test"], np.arange(len(raw["test"].targets)), b.test_per_class)}
     out = {}
-    for split, limit in (("train", cfg.benchmark.train_per_class), ("test", cfg.benchmark.test_per_class)):
-        samples = raw[split]
-        labels = bench.remap(samples.targets)
+    for split, (samples, rows, limit) in parts.items():
+        labels = bench.remap(samples.targets[rows])
         keep = np.nonzero(np.isin(labels, classes))[0]
         keep = keep[limit_per_class(labels[keep], limit)]
-        samples, labels = subset(samples, keep), labels[keep]
+        samples, labels = subset(samples, rows[keep]), labels[keep]
         if split == "train":
             out["train"] = ImageDataset(samples, labels, backbone.preprocess_train)
             out["train_plain"] = ImageDataset(samples, labels, backbone.preprocess)
         else:
-            out["test"] = ImageDataset(samples, labels, backbone.preprocess)
+            out[split] = ImageDataset(samples, labels, backbone.preprocess)
+    evaluated = out.pop("val")
+    if cfg.eval.split == "val":
+        out["test"] = evaluated
     return out
 
 
@@ -62,7 +76,22 @@ def versions() -> dict[str, str]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = "unknown"
+    out["dmc_commit"] = source_commit()
     return out
+
+
+def source_commit() -> str:
+    """The git commit of the code that ran (with `-dirty` when the package's files differ from it), so a
+    published row names the code that produced it; "unknown" outside a git checkout."""
+    here = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "") if head else "unknown"
 
 
 def prepare(cfg: RunConfig | None, out: Path | None, resume: Path | None, rt: Runtime | None = None,
@@ -81,7 +110,8 @@ def prepare(cfg: RunConfig | None, out: Path | None, resume: Path | None, rt: Ru
         on_error.enter_context(Session(rundir, rt))
         backbone = seeded_backbone(cfg)
         fresh = isinstance(rundir, RunWriter) and resume is None
-        data = load_datasets(cfg, bench, backbone, rundir.path / SPLIT if fresh else None)
+        data = load_datasets(cfg, bench, backbone, rundir.path / SPLIT if fresh else None,
+                             rundir.path / VAL if fresh else None)
         if fresh and backbone.provenance:  # what the weights are (the toy CLIP: its recipe and sha256)
             config.add_provenance(rundir.path / CONFIG, {"backbone": backbone.provenance})
         method = seeded_method(cfg, backbone, bench, rt)
@@ -321,7 +351,7 @@ def finish(rundir: RunWriter, cfg: RunConfig, bench: Benchmark, R: np.ndarray, w
     counts = last["counts"]
     summ = metrics.summary(R, counts)
     summary = {"method": cfg.method, "benchmark": cfg.benchmark.name, "backbone": cfg.model.backbone,
-               "seed": cfg.seed, "tasks": len(bench.tasks), **summ, "acc_matrix": metrics.nan_to_none(R),
+               "seed": cfg.seed, "eval_split": cfg.eval.split, "tasks": len(bench.tasks), **summ, "acc_matrix": metrics.nan_to_none(R),
                "counts": counts, "stored_images": last.get("stored_images", 0), "wall_time_s": wall,
                "threads": last.get("threads"), "versions": versions()}
     plot_run(summary, rundir.path / PLOT)

@@ -11,9 +11,9 @@ Tasks are numbered for people, from 1: the first task is `task 1` in the console
 are read, resumed and continued in their own numbering; every method here takes and returns tasks from 1.
 """
 from dmc.rundir.layout import (CHECKPOINTS, CONFIG, LOCK, LOG, MARKER, METRICS, PLAN, PLOT, SPLIT, STATE, SUMMARY,
-                               default_out, digest)
+                               VAL, default_out, digest)
 from dmc.rundir.read import CheckpointError, RunDir
 from dmc.rundir.write import RunWriter, check_resumable
 
-__all__ = ["CHECKPOINTS", "CONFIG", "LOCK", "LOG", "MARKER", "METRICS", "PLAN", "PLOT", "SPLIT", "STATE", "SUMMARY",
+__all__ = ["CHECKPOINTS", "CONFIG", "LOCK", "LOG", "MARKER", "METRICS", "PLAN", "PLOT", "SPLIT", "STATE", "SUMMARY", "VAL",
            "CheckpointError", "RunDir", "RunWriter", "check_resumable", "default_out", "digest"]

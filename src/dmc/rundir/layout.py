@@ -17,8 +17,9 @@ from dmc.errors import UserError
 
 CONFIG, PLAN, METRICS, SUMMARY, PLOT = "config.yaml", "plan.json", "metrics.jsonl", "summary.json", "accuracy.png"
 STATE, LOCK, CHECKPOINTS, SPLIT, LOG = "run.json", ".lock", "checkpoints", "split.txt", "run.log"
+VAL = "val_rows.json"  # the validation split: fraction, seed and the held-out training-set rows
 MARKER = ".dmc-run"  # written first, when dmc creates the folder: the folder is a dmc run directory
-WRITTEN = (CONFIG, PLAN, METRICS, SUMMARY, PLOT, STATE, SPLIT, LOG)  # the files dmc writes at the top level
+WRITTEN = (CONFIG, PLAN, METRICS, SUMMARY, PLOT, STATE, SPLIT, LOG, VAL)  # the files dmc writes at the top level
 _TEMPORARY = re.compile(r"\.(?P<stem>.+)\.[0-9]+\.tmp(?P<suffix>\.[^.]+)?")  # dmc.files.atomic_path's names
 
 
