@@ -38,7 +38,7 @@ def finished(tmp_path_factory):
     return run(tiny_cfg("simplecil"), out=tmp_path_factory.mktemp("done") / "run", rt=QUIET)
 
 
-@pytest.mark.parametrize("item", ["vision.lr=nan", "memory.ridge=nan", "vision.lr=inf", "calibration.reg=-.inf",
+@pytest.mark.parametrize("item", ["vision.lr=nan", "memory.ridge=nan", "vision.lr=inf", "calibration.sigma=inf",
                                   "prompt.lr=.nan"])
 def test_values_that_are_not_finite(capsys, tmp_path, item):
     one_line(capsys, f"bad value for {item.split('=')[0]}", *SMOKE, "--set", item, "--out", tmp_path / "r")
