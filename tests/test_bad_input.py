@@ -126,12 +126,12 @@ def test_a_full_disk_during_a_checkpoint_write_stops_in_one_line_and_resume_is_e
                                   '"No space left on device" })')
         return real(state, path, metadata=metadata)
 
-    out = tmp_path / "r"
+    out, two = tmp_path / "r", ["--set", "benchmark.max_tasks=2"]
     monkeypatch.setattr(safetensors.torch, "save_file", full)
-    one_line(capsys, "task_02.safetensors: No space left on device (tasks 1-1 are kept", *SMOKE, "--out", out)
+    one_line(capsys, "task_02.safetensors: No space left on device (tasks 1-1 are kept", *SMOKE, *two, "--out", out)
     monkeypatch.setattr(safetensors.torch, "save_file", real)
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
-    assert main([*SMOKE, "--out", str(tmp_path / "full")]) == 0
+    assert main([*SMOKE, *two, "--out", str(tmp_path / "full")]) == 0
     capsys.readouterr()
     acc = [json.loads((p / "summary.json").read_text())["acc_matrix"] for p in (out, tmp_path / "full")]
     assert acc[0] == acc[1]
@@ -199,7 +199,8 @@ def test_a_relative_order_file_resumes_from_another_folder(capsys, tmp_path, mon
     (tmp_path / "b").mkdir()
     (tmp_path / "a" / "order.yaml").write_text(json.dumps(list(range(11, -1, -1))))
     monkeypatch.chdir(tmp_path / "a")
-    assert main([*SMOKE, "--set", "benchmark.order_file=order.yaml", "--out", str(tmp_path / "full")]) == 0
+    assert main([*SMOKE, "--set", "benchmark.order_file=order.yaml", "--set", "benchmark.max_tasks=2",
+                 "--out", str(tmp_path / "full")]) == 0
     saved = config.load(tmp_path / "full" / "config.yaml").benchmark.order_file
     assert saved == str(tmp_path / "a" / "order.yaml")
     killed = killed_copy(tmp_path / "full", tmp_path / "killed", finished_tasks=1)

@@ -38,9 +38,9 @@ def tree(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    return run(tiny_cfg("dmc"), out=tmp_path_factory.mktemp("full") / "run", rt=QUIET)
+@pytest.fixture
+def full_run(tiny_dmc_run):
+    return tiny_dmc_run
 
 
 def acc_matrix(path):
@@ -72,7 +72,7 @@ def test_a_run_that_finished_no_task_gives_way_only_with_what_dmc_wrote(capsys, 
     (out / ".notes.tmp.txt").unlink()
     one_line(capsys, "holds files dmc did not write (first: checkpoints/epoch=3.ckpt)", *SMOKE, "--out", out)
     shutil.move(out / "checkpoints" / "epoch=3.ckpt", tmp_path / "kept.ckpt")
-    code, _, err, _ = cli(capsys, *SMOKE, "--out", out)
+    code, _, err, _ = cli(capsys, *SMOKE, "--out", out, "--set", "benchmark.max_tasks=1")
     assert code == 0 and (out / "summary.json").exists(), err
 
 

@@ -26,10 +26,9 @@ def cli(capsys, *argv):
     return code, out, err, errors
 
 
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    """One uninterrupted 3-task run, the reference of every resume below."""
-    return run(tiny_cfg("dmc"), out=tmp_path_factory.mktemp("full") / "run", rt=QUIET)
+@pytest.fixture
+def full_run(tiny_dmc_run):
+    return tiny_dmc_run
 
 
 def acc_matrix(path):
