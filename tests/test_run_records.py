@@ -146,6 +146,9 @@ def test_a_checkpoint_of_other_shapes_falls_back_on_resume_and_is_refused_by_loa
     assert acc_matrix(resumed) == acc_matrix(full_run)
     with pytest.raises(UserError, match="task_02.safetensors does not fit the model its run's config builds"):
         dmc.load(other, task=2)
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    one_line(capsys, "task_02.safetensors does not fit the model", "predict", other, tmp_path / "a.png", "--task", "2")
 
 
 def test_a_non_finite_checkpoint_is_never_loaded(full_run, tmp_path):
