@@ -1,7 +1,9 @@
 import os
 
-import pytest
-import torch
+os.environ.setdefault("OMP_NUM_THREADS", "2")  # runs started here keep this count, whatever else runs here
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(2)
@@ -11,3 +13,15 @@ torch.set_num_threads(2)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's cache (toy CLIP, rendered glyphs) from tests."""
     monkeypatch.setenv("DMC_CACHE", str(tmp_path_factory.getbasetemp() / "dmc-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dmc_run(tmp_path_factory):
+    """One uninterrupted 3-task DMC run on the tiny backbone, shared by the run-directory tests (the
+    reference of every resume; tests copy it, never change it)."""
+    from dmc.engine.loop import run
+    from dmc.training.runtime import make_runtime
+    from tests.helpers import tiny_cfg
+
+    return run(tiny_cfg("dmc"), out=tmp_path_factory.mktemp("full") / "run",
+               rt=make_runtime("cpu", "fp32", progress=False))

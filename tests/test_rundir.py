@@ -11,7 +11,7 @@ import pytest
 from dmc.cli import main
 from dmc.engine.loop import run
 from dmc.errors import UserError
-from dmc.rundir import RunDir
+from dmc.rundir import RunDir, RunWriter
 from dmc.training.runtime import make_runtime
 from tests.helpers import killed_copy, tiny_cfg
 
@@ -26,10 +26,9 @@ def cli(capsys, *argv):
     return code, out, err, errors
 
 
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    """One uninterrupted 3-task run, the reference of every resume below."""
-    return run(tiny_cfg("dmc"), out=tmp_path_factory.mktemp("full") / "run", rt=QUIET)
+@pytest.fixture
+def full_run(tiny_dmc_run):
+    return tiny_dmc_run
 
 
 def acc_matrix(path):
@@ -55,9 +54,9 @@ def test_resume_refuses_flags_that_would_change_the_run(capsys, full_run, tmp_pa
 
 def test_one_owner_at_a_time_and_a_killed_owner_lets_go(tmp_path):
     out = tmp_path / "r"
-    first = RunDir.create(out)
+    first = RunWriter.create(out)
     with pytest.raises(UserError, match=f"in use by another dmc run \\(pid {os.getpid()}\\)"):
-        RunDir.create(out)
+        RunWriter.create(out)
     first.close()
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
@@ -67,11 +66,11 @@ def test_one_owner_at_a_time_and_a_killed_owner_lets_go(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(UserError, match=f"in use by another dmc run \\(pid {holder.pid}\\)"):
-            RunDir.create(out)
+            RunWriter.create(out)
     finally:
         holder.kill()
         holder.wait()
-    RunDir.create(out).close()  # the lock died with its process
+    RunWriter.create(out).close()  # the lock died with its process
 
 
 def test_torn_metrics_line_and_checkpoint_fall_back_to_the_last_good_task(caplog, full_run, tmp_path):
@@ -126,8 +125,8 @@ def test_new_run_writes_digests_before_any_image_is_loaded(tmp_path, monkeypatch
     with pytest.raises(UserError):
         run(tiny_cfg("dmc"), out=tmp_path / "r", rt=QUIET)
     state = json.loads((tmp_path / "r" / "run.json").read_text())
-    assert set(state) == {"config_sha256", "plan_sha256"} and (tmp_path / "r" / "plan.json").exists()
-    RunDir.create(tmp_path / "r").close()  # unlocked after the error, and free to take again
+    assert set(state) == {"config_sha256", "plan_sha256", "threads"} and (tmp_path / "r" / "plan.json").exists()
+    RunWriter.create(tmp_path / "r").close()  # unlocked after the error, and free to take again
 
 
 def test_a_config_field_added_later_does_not_look_like_an_edit(tmp_path, monkeypatch):
@@ -160,7 +159,9 @@ def old_numbering(run, dest):
     """A copy of a run as runs were written before tasks were numbered from 1 (first task 0)."""
     shutil.copytree(run, dest)
     lines = [json.loads(line) for line in (dest / "metrics.jsonl").read_text().splitlines()]
-    (dest / "metrics.jsonl").write_text("".join(json.dumps({**r, "task": r["task"] - 1}) + "\n" for r in lines))
+    older = ({k: v for k, v in r.items() if k not in ("sha256", "checkpoint_sha256")} for r in lines)  # no digests then
+    (dest / "metrics.jsonl").write_text("".join(json.dumps({**r, "task": r["task"] - 1}) + "\n" for r in older))
+    (dest / ".dmc-run").unlink()  # nor a mark
     for k in range(1, len(lines) + 1):
         (dest / "checkpoints" / f"task_{k:02d}.safetensors").rename(dest / "checkpoints" / f"task_{k - 1:02d}.safetensors")
     return dest
@@ -193,3 +194,15 @@ def test_run_log_keeps_the_console_lines_and_why_a_run_stopped(tmp_path, monkeyp
         run(tiny_cfg("simplecil"), out=tmp_path / "r", rt=QUIET)
     log = (tmp_path / "r" / "run.log").read_text()
     assert "task 1/3: A_t" in log and "Traceback" in log and "RuntimeError: boom in task 2" in log
+
+
+def test_resume_reads_the_saved_config_once(capsys, full_run, tmp_path, monkeypatch):
+    import dmc.config as config_package
+    import dmc.engine.loop as loop
+
+    killed = killed_copy(full_run, tmp_path / "r", finished_tasks=2)
+    calls = []
+    real = config_package.load
+    monkeypatch.setattr(loop.config, "load", lambda path: calls.append(path) or real(path))
+    code, _, err, _ = cli(capsys, "run", "--resume", killed, "--quiet")
+    assert code == 0 and len(calls) == 1, (calls, err)

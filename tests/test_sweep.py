@@ -1,6 +1,7 @@
 """Sweeps: grid expansion and names, a recorded grid, skipping and resuming, child processes at once and
 submitit's local executor (the path a Slurm cluster takes)."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,3 +90,73 @@ def test_a_sweep_runs_at_once_then_skips_and_resumes_through_submitit(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "1 finished, 1 to resume, 0 to start" in proc.stderr and "synthetic-simplecil-s1 resumed" in proc.stderr
     assert (run / "summary.json").exists() and list((folder / ".submitit").iterdir())
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda t: t.pop("seeds"), "lacks seeds (cut short or edited?)"),
+    (lambda t: t.update(smoke="yes"), "has a bad smoke"),
+    (lambda t: t.update(methods=[]), "has a bad methods"),
+    (lambda t: t.update(extra=1), "has unknown keys extra"),
+])
+def test_a_recorded_grid_must_be_whole(tmp_path, edit, needle):
+    """A sweep.yaml cut short or edited is refused: never completed with defaults (which would start a
+    different experiment, e.g. a full 10-task run, in the sweep's folder)."""
+    grid = Grid(["synthetic"], ["dmc"], [1, 2], ["vision.lr=1e-5"], smoke=True)
+    open_sweep(tmp_path, grid)
+    tree = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
+    edit(tree)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(tree))
+    with pytest.raises(UserError, match=re.escape(needle)):
+        open_sweep(tmp_path, None)
+    (tmp_path / "sweep.yaml").write_text("benchmarks: [synthetic]\nmethods: [dmc]\n")  # a file cut short
+    with pytest.raises(UserError, match="lacks seeds, sets, smoke, backbone"):
+        open_sweep(tmp_path, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+def test_a_run_finished_meanwhile_by_another_process_is_not_failed(tmp_path):
+    """A run that another process held (and finished) while the sweep tried it: finished, not failed."""
+    from dmc.engine.loop import run
+    from dmc.engine.sweep import Outcome, Result, summarize
+    from dmc.training.runtime import make_runtime
+
+    grid = open_sweep(tmp_path, Grid(["synthetic"], ["zeroshot"], [1, 2], ["model.backbone=tiny"], smoke=True))
+    first, second = grid.points()
+    run(first.config(grid), out=tmp_path / first.name, rt=make_runtime("cpu", "fp32", progress=False))
+    busy = Outcome(2, f"dmc: error: {tmp_path / first.name} is in use by another dmc run (pid 1); wait for it")
+    text, failed = summarize(tmp_path, [Result(first, "unfinished", busy), Result(second, "new", busy)])
+    assert failed == 1 and "failed" not in text and "1 of 2 runs are still running in other processes" in text
+    assert f"| {first.name.rsplit('-s', 1)[0]} |" in text
+
+
+def test_killing_the_sweep_stops_its_runs(tmp_path):
+    """SIGKILL of the sweep's own process: its child run stops within seconds, as Ctrl-C stops it (resumable),
+    instead of running on unseen and holding its folder."""
+    import signal
+    import time
+
+    folder = tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "dmc", "sweep", "--out", str(folder), *TINY, "--methods", "dmc", "--seeds", "1",
+            "--set", "vision.epochs=500"]
+    parent = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = folder / "synthetic-dmc-s1" / ".lock"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (lock.exists() and lock.read_text().strip()):
+        time.sleep(0.5)
+    child = int(lock.read_text())
+    time.sleep(2)
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and os.path.exists(f"/proc/{child}") and _state(child) != "Z":
+        time.sleep(0.5)
+    assert not os.path.exists(f"/proc/{child}") or _state(child) == "Z", "the run outlived its sweep"
+    assert "interrupted" in (folder / "synthetic-dmc-s1" / "run.log").read_text()
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

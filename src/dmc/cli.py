@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,10 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """A bad command line ends like any other user error: one line, exit 2."""
         raise UserError(f"{message} (see {self.prog} --help)")
+
+
+class OutputError(UserError):
+    """Standard output cannot be written (a full disk, a closed descriptor)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,13 +139,18 @@ def _names(values: list[str] | None) -> list[str] | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from dmc import catalog, config
-    from dmc.rundir import RunDir
+    from dmc.engine.sweep import follow_parent
+    from dmc.rundir import RunDir, check_resumable
+    from dmc.training import threads
 
+    follow_parent()  # a sweep's child run stops with its sweep
+    threads.register()  # other runs starting now count this one (training.threads)
     if args.threads is not None:
         at_least_one(threads=args.threads)
+    cfg = None
     if args.resume is not None:
         _resume_alone(args)
-        cfg = config.load(RunDir.config_of(args.resume))
+        check_resumable(RunDir(args.resume))  # a run's records, before torch loads (its config loads once, later)
     else:
         overrides = {}
         if args.backbone:
@@ -153,14 +163,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if path is None:  # a torchrun worker other than rank 0: rank 0 reports
         return 0
     summary = json.loads((path / "summary.json").read_text())
-    print(f"{summary['method']} on {summary['benchmark']}: Avg {summary['avg']:.2f}  Last {summary['last']:.2f}  "
+    _print(f"{summary['method']} on {summary['benchmark']}: Avg {summary['avg']:.2f}  Last {summary['last']:.2f}  "
           f"forgetting {summary['forgetting']:.2f}  ({summary['wall_time_s']:.0f} s)  -> {path}")
     return 0
 
 
 def _resume_alone(args: argparse.Namespace) -> None:
     """--resume continues a run with the config it started with: flags that would change it are refused
-    rather than silently dropped (--quiet and --threads change nothing the run records)."""
+    rather than silently dropped (--quiet changes nothing; --threads only the last digits of what the rest
+    of the run computes, recorded in its metrics lines)."""
     given = [flag for flag, value in (("--benchmark", args.benchmark), ("--method", args.method),
                                       ("--backbone", args.backbone), ("--seed", args.seed), ("--out", args.out))
              if value is not None]
@@ -176,17 +187,20 @@ def _run(args: argparse.Namespace, cfg) -> Path | None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from dmc.engine.loop import run
-    from dmc.training.runtime import make_runtime
+    from dmc.rundir import RunDir
+    from dmc.training.runtime import cores
+    from dmc.training.threads import choose
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    rt = None
-    if args.quiet:
-        rt = make_runtime(cfg.model.device, cfg.model.precision, progress=False, num_workers=cfg.data.num_workers)
+    recorded = RunDir(args.resume).state().get("threads") if args.resume is not None else None
+    recorded = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1 else None
+    count, why = choose(cores(), args.threads, recorded, "OMP_NUM_THREADS" in os.environ)
+    if count is not None:
+        torch.set_num_threads(count)
+    log.info("%s", why)
     with logging_redirect_tqdm():
         if args.resume is not None:
-            return run(None, resume=args.resume, rt=rt)
-        return run(cfg, out=args.out, rt=rt)
+            return run(None, resume=args.resume, progress=not args.quiet)
+        return run(cfg, out=args.out, progress=not args.quiet)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -197,12 +211,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cfg = config.resolve(args.benchmark, None, overrides, args.sets)
     plan = make_benchmark(cfg, cfg.seed).plan()
     if args.json:
-        print(json.dumps(plan))
+        _print(json.dumps(plan))
         return 0
-    print(f"{cfg.benchmark.name}: {len(plan['class_order'])} classes, {len(plan['tasks'])} tasks, seed {cfg.seed}")
-    print("class order:", " ".join(map(str, plan["class_order"])))
+    _print(f"{cfg.benchmark.name}: {len(plan['class_order'])} classes, {len(plan['tasks'])} tasks, seed {cfg.seed}")
+    _print("class order:", " ".join(map(str, plan["class_order"])))
     for i, names in enumerate(plan["tasks"]):
-        print(f"task {i + 1}: {', '.join(names)}")
+        _print(f"task {i + 1}: {', '.join(names)}")
     return 0
 
 
@@ -212,40 +226,54 @@ def cmd_list(args: argparse.Namespace) -> int:
     from dmc.data.sources.base import SOURCES
     from dmc.models import BACKBONES
 
-    print("benchmarks:", ", ".join(SOURCES.names()))
-    print("methods:   ", ", ".join(METHODS.names()))
-    print("backbones: ", ", ".join(BACKBONES.names()), "(or any open_clip model name)")
+    _print("benchmarks:", ", ".join(SOURCES.names()))
+    _print("methods:   ", ", ".join(METHODS.names()))
+    _print("backbones: ", ", ".join(BACKBONES.names()), "(or any open_clip model name)")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dmc.report import paired_table, per_seed_csv, plot, read_runs, table
+    from dmc.report import paired_table, per_seed_csv, plot, plot_formats, read_runs, table
 
-    for path, what in ((args.plot, "the plot"), (args.csv, "the per-seed rows")):
-        if path is not None:
-            _writable(path, what)
+    _output_open()
+    if args.plot is not None:
+        _writable(args.plot, "the plot", plot_formats())
+    if args.csv is not None:
+        _writable(args.csv, "the per-seed rows")
     runs = read_runs(args.runs)
     by_setting = args.by_setting or args.paired is not None
-    print(table(runs, by_setting=by_setting))
+    _print(table(runs, by_setting=by_setting))
     if args.paired is not None:
-        print(f"\nPaired by seed against {args.paired}:\n")
-        print(paired_table(runs, args.paired))
+        _print(f"\nPaired by seed against {args.paired}:\n")
+        _print(paired_table(runs, args.paired))
     if args.csv is not None:
         per_seed_csv(runs, args.csv)
-        print(f"\nper-seed rows: {args.csv}")
+        _print(f"\nper-seed rows: {args.csv}")
     if args.plot is not None:
         try:
             plot(runs, args.plot, by_setting=by_setting)
         except OSError as exc:
             raise UserError(f"cannot write the plot {args.plot}: {exc.strerror or exc}") from None
-        print(f"\nA_t curves: {args.plot}")
+        _print(f"\nA_t curves: {args.plot}")
     return 0
 
 
-def _writable(path: Path, what: str = "the plot") -> None:
+def _writable(path: Path, what: str, formats: set[str] | None = None) -> None:
+    """`what` can be written at `path`: an image extension when `formats` are given (a plot), and no file
+    where a folder must be."""
+    if formats is not None and path.suffix.lower().lstrip(".") not in formats:
+        raise UserError(f"cannot write {what} {path}: name a file with an image extension "
+                        f"(.png, .pdf, .svg; one of {', '.join(sorted(formats))})")
     folder = next((f for f in path.parents if f.exists()), None)
     if folder is not None and not folder.is_dir():
         raise UserError(f"cannot write {what} {path}: {folder} is a file, not a folder")
+
+
+def _output_open() -> None:
+    """A command whose result is its standard output needs one: a closed stdout is refused up front."""
+    if sys.stdout is None or sys.stdout.closed:
+        raise OutputError("standard output is closed, so the result would be lost; give this command an output "
+                        "(a terminal, a file or a pipe)")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -259,7 +287,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     given = {k: v for k, v in given.items() if v is not None}
     grid = open_sweep(args.out, Grid(**given) if given else None)
     text, failed = summarize(args.out, run_sweep(args.out, grid, launch))
-    print(text)
+    _print(text)
     return 1 if failed else 0
 
 
@@ -276,6 +304,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from dmc.data.sources.files import collect_images
     from dmc.rundir import RunDir
 
+    _output_open()
     at_least_one(topk=args.topk, **({} if args.batch is None else {"batch": args.batch}))
     task = RunDir(args.run).trained_task(args.task)  # run, task and images are checked before torch loads
     images = collect_images(args.images)
@@ -286,7 +315,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     start = time.time()
     out = model.predict(images, args.topk, args.batch)
     seconds = time.time() - start
-    write_predictions(sys.stdout, images, out, task, args.format)
+    _emit(lambda: write_predictions(sys.stdout, images, out, task, args.format))
     log.info("%d images in %.2f s (%.0f images/s), the model after task %d of %s", len(images), seconds,
              len(images) / max(seconds, 1e-9), task, args.run)
     return 0
@@ -299,14 +328,14 @@ def cmd_bench_ot(args: argparse.Namespace) -> int:
     cfg = CalibrationConfig(level=args.level) if args.level else None  # checked before torch loads
     from dmc.bench import bench_ot
 
-    print(json.dumps(bench_ot(dim=args.dim, device=args.device, repeats=args.repeats, cfg=cfg), indent=1))
+    _print(json.dumps(bench_ot(dim=args.dim, device=args.device, repeats=args.repeats, cfg=cfg), indent=1))
     return 0
 
 
 def cmd_bench_ridge(args: argparse.Namespace) -> int:
     from dmc.bench import bench_ridge
 
-    print(json.dumps(bench_ridge(args.dim_in, args.dim, args.n, args.classes, device=args.device), indent=1))
+    _print(json.dumps(bench_ridge(args.dim_in, args.dim, args.n, args.classes, device=args.device), indent=1))
     return 0
 
 
@@ -319,7 +348,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     VisionConfig(trainable=args.trainable)
     at_least_one(batch=args.batch, classes=args.classes, repeats=args.repeats)
     rt = make_runtime(args.device, args.precision, progress=False)
-    print(json.dumps(bench_speed(rt, args.backbone, args.batch, args.classes, args.repeats, args.trainable), indent=1))
+    _print(json.dumps(bench_speed(rt, args.backbone, args.batch, args.classes, args.repeats, args.trainable), indent=1))
     return 0
 
 
@@ -332,18 +361,47 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="dmc: %(message)s", stream=sys.stderr)
     try:
         args = _parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        _emit(lambda: None)  # what is still buffered: a full disk (/dev/full) shows here, not at exit
+        return code
     except UserError as exc:
         print(f"dmc: error: {exc}", file=sys.stderr)
+        if isinstance(exc, OutputError):
+            _quiet_stdout()
         return 2
     except KeyboardInterrupt:
         print("dmc: interrupted (an unfinished run can be continued with --resume)", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of our output went away (e.g. `dmc predict ... | head`): stop quietly
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        _quiet_stdout()
         return 141
+
+
+def _emit(write) -> None:
+    """Call `write` (which writes to standard output), then flush; an OS error writing it is one line."""
+    try:
+        write()
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: a closed file
+        raise OutputError(f"cannot write the output: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _print(*values, **kwargs) -> None:
+    """`print` to standard output, through `_emit`."""
+    _emit(lambda: print(*values, **kwargs))
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so that Python's flush at exit raises no second error."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

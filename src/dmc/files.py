@@ -2,7 +2,8 @@
 
 Every file the project writes (run directories, caches, plots) goes through `atomic_path`: the content is
 written beside the target under a temporary name and renamed over it in one step, so a killed run leaves
-either the old file or the new one, never a torn one (a resumed run still checks what it finds).
+either the old file or the new one, never a torn one (a resumed run still checks what it finds). A disk
+that is full or read-only is the user's to fix: it ends in one line naming the file, not a traceback.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from dmc.errors import UserError
 
 
 @contextmanager
@@ -20,15 +23,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     matplotlib's `.png`) write the right thing. The parent folder is created if needed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb") as f:  # on disk before the rename: a power cut leaves no empty file either
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only folder: nothing was written there either
+            pass
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -27,6 +27,21 @@ from dmc.rundir import CONFIG, SUMMARY, RunDir  # noqa: E402
 log = logging.getLogger(__name__)
 SHOWN = ("method", "seed", "benchmark.name")  # config keys that have columns of their own
 NEEDED = ("method", "benchmark", "seed", "tasks", "avg", "last", "forgetting", "bwt", "incremental", "wall_time_s")
+NUMBERS = ("seed", "tasks", "avg", "last", "forgetting", "bwt", "incremental", "wall_time_s")  # tables format these
+
+
+def _numbers(value) -> bool:
+    """A number (not a bool), or a non-empty list of them: what a table or a plot can show."""
+    if isinstance(value, list):
+        return bool(value) and all(_numbers(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def plot_formats() -> set[str]:
+    """The file extensions matplotlib can write a figure as (png, pdf, svg, ...)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return set(FigureCanvasBase.get_supported_filetypes())
 
 
 def plot_run(summary: dict, path: Path) -> None:
@@ -93,6 +108,9 @@ def read_runs(paths: list[Path]) -> list[Run]:
             missing = [k for k in NEEDED if k not in summary]
             if missing:
                 raise UserError(f"{path / SUMMARY} lacks {', '.join(missing)}")
+            odd = [k for k in NUMBERS if not _numbers(summary[k])]
+            if odd:
+                raise UserError(f"{path / SUMMARY}: {odd[0]} is not a number ({summary[odd[0]]!r:.40})")
             records = rd.records()
         except (UserError, OSError, ValueError) as exc:
             skipped.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}")

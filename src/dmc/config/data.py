@@ -33,7 +33,7 @@ class DataConfig(Section):
     download: bool = False  # allow torchvision to download (CIFAR-100 only)
     split_file: str | None = None  # ImageNet-R: optional list file with `train` / `test` sections
     split_seed: int = 0  # ImageNet-R: seed of the per-class 80/20 split when no split file is given
-    skip_corrupt: bool = False  # skip unreadable images (reported) instead of stopping
+    skip_corrupt: bool = False  # skip unreadable images (reported) instead of stopping; each image is then decoded once before training, so files cut short are found too
     num_workers: int = 0  # DataLoader workers
     plugged: dict[str, Section] = field(default_factory=dict)  # benchmarks' own sections (`world`: dmc.world)
 

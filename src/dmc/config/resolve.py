@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import os
 import types
 import typing
 from importlib import resources
@@ -59,13 +61,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # nan or inf would pass every `>` check and break a run much later
+                raise UserError(f"bad value for {key}: {value!r}; must be a finite number")
+            return number
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -141,6 +148,29 @@ def _preset(kind: str, name: str) -> dict[str, Any]:
     return _merge(_preset("bases", base), tree)
 
 
+def _benchmark_preset(name: str, backbone: str | None) -> dict[str, Any]:
+    """The benchmark preset's tree. A `backbone` given on the command line that is not the one the preset
+    names brings its own model choice: the preset's `model.backbone` and `model.pretrained` are dropped
+    (the backbone's default weights apply unless `--set model.pretrained` says otherwise) and the preset's
+    base recipe (`extends`) is replaced by that backbone's (the base that names it), or by none: the
+    defaults of the config, which are the toy CLIP's recipe. The preset's own keys (its split, its
+    per-dataset settings) still apply."""
+    path = resources.files("dmc") / "configs" / "benchmarks" / f"{name}.yaml"
+    if backbone is None or not path.is_file():
+        return _preset("benchmarks", name)
+    tree = yaml.safe_load(path.read_text()) or {}
+    named = _preset("benchmarks", name).get("model", {}).get("backbone")
+    if backbone == named:
+        return _preset("benchmarks", name)
+    tree.pop("extends", None)
+    model = {k: v for k, v in (tree.pop("model", None) or {}).items() if k not in ("backbone", "pretrained")}
+    tree = {**tree, "model": model} if model else tree
+    base = next((p.name.removesuffix(".yaml") for p in (resources.files("dmc") / "configs" / "bases").iterdir()
+                 if p.name.endswith(".yaml") and _preset("bases", p.name.removesuffix(".yaml"))
+                 .get("model", {}).get("backbone") == backbone), None)
+    return _merge(_preset("bases", base), tree) if base else tree
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """`base` with `over` on top; nested mappings are merged key by key rather than replaced."""
     out = dict(base)
@@ -163,7 +193,7 @@ def resolve(
         cfg.benchmark.name = benchmark
     if method is not None:
         cfg.method = method
-    bench_preset = _preset("benchmarks", cfg.benchmark.name)
+    bench_preset = _benchmark_preset(cfg.benchmark.name, (overrides or {}).get("model.backbone"))
     per_method = bench_preset.pop("per_method", {}) or {}
     for key, value in METHODS.preset(cfg.method).items():
         set_key(cfg, key, value)
@@ -177,13 +207,33 @@ def resolve(
     for item in sets or []:
         set_key(cfg, *parse_set(item))
     validate(cfg)
+    _absolute_paths(cfg)
     return cfg
 
 
+def _absolute_paths(cfg: RunConfig) -> None:
+    """Files and folders named relative to the working directory are stored as absolute paths, so the
+    saved config means the same from anywhere (`--resume` from another folder, a sweep's child runs)."""
+    for section, name in ((cfg.benchmark, "order_file"), (cfg.data, "split_file"), (cfg.data, "root")):
+        value = getattr(section, name)
+        if value:
+            setattr(section, name, os.path.abspath(os.path.expanduser(value)))
+    weights = cfg.model.pretrained  # a tag (openai) or a weights file
+    if weights and os.path.isfile(os.path.expanduser(weights)):
+        cfg.model.pretrained = os.path.abspath(os.path.expanduser(weights))
+
+
+SEED_RANGE = 2**32  # numpy's seeds (PyCIL's class order) are 32-bit: 0 <= seed < 2**32
+
+
 def validate(cfg: Any, path: str = "") -> None:
-    """Run every section's `check` on the final values (nested sections too); the error names the key."""
+    """Run every section's `check` on the final values (nested sections too); the error names the key.
+    Every seed (`seed`, `*_seed`) is checked here too, once for all sections."""
     for name in fields_of(cfg):
         section = getattr(cfg, name)
+        if (name == "seed" or name.endswith("_seed")) and isinstance(section, int):
+            if not 0 <= section < SEED_RANGE:
+                raise UserError(f"bad value for {path}{name}: {section}; seeds are whole numbers in [0, 2**32)")
         if not dataclasses.is_dataclass(section):
             continue
         try:
@@ -228,9 +278,11 @@ def saved_tree(path: Path) -> dict[str, Any]:
     """The values a saved `config.yaml` holds (its provenance left out): what a run directory's digest is
     taken of, so that a field added to the config later does not make older runs look edited."""
     try:
-        tree = yaml.safe_load(Path(path).read_text()) or {}
+        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"cannot read config {path}: it is not UTF-8 text") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read config {path}: {exc}") from None
+        raise UserError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(tree, dict):
         raise UserError(f"cannot read config {path}: not a mapping of sections")
     tree.pop("provenance", None)

@@ -40,8 +40,9 @@ class ImageDataset(Dataset):
             try:
                 with Image.open(item) as im:
                     item = im.convert("RGB")
-            except OSError as exc:
-                raise DataError(f"unreadable image {item}: {exc}") from None
+            except (OSError, ValueError, SyntaxError) as exc:  # cut short after an intact header, too
+                raise DataError(f"unreadable image {item} ({exc}); set data.skip_corrupt=true to skip unreadable "
+                                "images (each is then decoded once before training)") from None
         if seed is None:
             return self.transform(item), int(self.labels[i])
         with torch.random.fork_rng(devices=[]):

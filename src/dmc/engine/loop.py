@@ -6,6 +6,7 @@ import logging
 import platform
 import subprocess
 import time
+from contextlib import ExitStack
 from importlib import metadata
 from pathlib import Path
 
@@ -19,11 +20,14 @@ from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subse
 from dmc.data.dataset import ImageDataset, select, subset_dataset
 from dmc.engine.diagnostics import observers
 from dmc.methods import METHODS, Method
+from dmc.methods.dmc import DMC
 from dmc.models.clip import Backbone, build_backbone
 from dmc.report import plot_run
 from dmc.errors import UserError
 from dmc.files import write_text
-from dmc.rundir import CONFIG, PLAN, PLOT, SPLIT, VAL, RunDir, default_out, digest
+from dmc.rundir import (CONFIG, PLAN, PLOT, SPLIT, VAL, CheckpointError, RunDir, RunWriter, check_resumable,
+                        default_out, digest)
+from dmc.training.budget import check_sample_ot
 from dmc.training.evaluate import accuracies, predict, predict_features, task_counts, tower_version
 from dmc.training.runtime import Runtime, derive_seed, make_runtime, seed_everything
 from dmc.training.task import Task
@@ -91,29 +95,47 @@ def source_commit() -> str:
     return head + ("-dirty" if dirty else "") if head else "unknown"
 
 
-def prepare(cfg: RunConfig | None, out: Path | None, resume: Path | None, rt: Runtime | None = None):
+def prepare(cfg: RunConfig | None, out: Path | None, resume: Path | None, rt: Runtime | None = None,
+            progress: bool = True):
     """Resolve run dir, benchmark, backbone, data and method (no training). The run directory is taken
-    (and, for a new run, its config, plan and digests written) before any backbone or image is loaded."""
-    if resume is not None:
-        cfg = config.load(RunDir.config_of(resume))
+    (and, for a new run, its config, plan and digests written) before any backbone or image is loaded. On
+    `resume` without a `cfg`, the run's saved config is read (once)."""
+    if resume is not None and cfg is None:
+        check_resumable(RunDir(resume))
+        cfg = config.load(Path(resume) / CONFIG)
     method_cls = METHODS.get(cfg.method)
-    rt = rt or make_runtime(cfg.model.device, cfg.model.precision, num_workers=cfg.data.num_workers)
+    rt = rt or make_runtime(cfg.model.device, cfg.model.precision, progress, num_workers=cfg.data.num_workers)
     bench = make_benchmark(cfg, cfg.seed, single_task=method_cls.single_task)
     rundir = open_rundir(cfg, bench, out, resume, rt)
-    try:
+    with ExitStack() as on_error:
+        on_error.enter_context(Session(rundir, rt))
         backbone = seeded_backbone(cfg)
-        fresh = rundir is not None and resume is None
+        fresh = isinstance(rundir, RunWriter) and resume is None
         data = load_datasets(cfg, bench, backbone, rundir.path / SPLIT if fresh else None,
                              rundir.path / VAL if fresh else None)
         if fresh and backbone.provenance:  # what the weights are (the toy CLIP: its recipe and sha256)
             config.add_provenance(rundir.path / CONFIG, {"backbone": backbone.provenance})
         method = seeded_method(cfg, backbone, bench, rt)
-    except BaseException as exc:
-        if rundir is not None:
-            rundir.log_failure(exc)
-            rundir.close()
-        raise
+        if isinstance(method, DMC):  # the one method that calibrates: what its OT needs must fit
+            check_sample_ot(cfg, bench.tasks, data["train"].labels, rt.device)
+        on_error.pop_all()  # built: the caller owns the run directory now
     return cfg, rt, bench, data, method, rundir
+
+
+class Session:
+    """The one close path of a run: however it ends, the data loaders stop, and the run directory records
+    why it stopped (if it failed) and is let go (`RunWriter.close`)."""
+
+    def __init__(self, rundir: RunWriter | RunDir | None, rt: Runtime) -> None:
+        self.rundir, self.rt = rundir, rt
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self.rt.close()  # data-loader workers end with the run
+        if isinstance(self.rundir, RunWriter):
+            self.rundir.close(exc)  # run.log keeps why the run stopped (a traceback for an internal error)
 
 
 def seeded_backbone(cfg: RunConfig) -> Backbone:
@@ -125,29 +147,36 @@ def seeded_backbone(cfg: RunConfig) -> Backbone:
 def seeded_method(cfg: RunConfig, backbone: Backbone, bench: Benchmark, rt: Runtime) -> Method:
     """The run's method before any task, its random initialisation drawn from the run's seed."""
     seed_everything(derive_seed(cfg.seed, "method"))
+    rt.tf32_towers(backbone.model)
     return METHODS.get(cfg.method)(cfg, backbone, bench, rt)
 
 
 def open_rundir(cfg: RunConfig, bench: Benchmark, out: Path | None, resume: Path | None,
-                rt: Runtime) -> RunDir | None:
-    """The run directory, locked by rank 0: checked against its digests on resume; for a new run,
-    created with its config, plan and digests (None on ranks > 0 of a new run)."""
+                rt: Runtime) -> RunWriter | RunDir | None:
+    """The run directory. Rank 0 owns it (a RunWriter): on resume, checked against its records; for a new
+    run, created with its config, plan, digests and thread count. Other ranks read it on resume (a
+    RunDir) and have none for a new run."""
     if resume is not None:
-        rundir = RunDir.open_for_resume(resume, lock=rt.is_main)
-        try:
-            rundir.verify(digest(config.saved_tree(rundir.path / CONFIG)), digest(bench.plan()))
-        except BaseException:
-            rundir.close()
-            raise
-        return rundir
+        if not rt.is_main:
+            RunDir(resume).verify(digest(bench.plan()))
+            return RunDir(resume)
+        with ExitStack() as on_error:
+            writer = on_error.enter_context(RunWriter.resume(resume))
+            writer.run.verify(digest(bench.plan()))
+            writer.adopt()
+            on_error.pop_all()
+        return writer
     if not rt.is_main:
         return None
-    rundir = RunDir.create(out or default_out(cfg.benchmark.name, cfg.method))
-    describe = getattr(bench.source, "provenance", None)
-    config.save(cfg, rundir.path / CONFIG, describe(cfg.data) if describe else None)
-    write_plan(bench, rundir.path / PLAN)
-    rundir.seal(digest(config.saved_tree(rundir.path / CONFIG)), digest(bench.plan()))
-    return rundir
+    writer = RunWriter.create(out or default_out(cfg.benchmark.name, cfg.method))
+    with ExitStack() as on_error:
+        on_error.enter_context(writer)
+        describe = getattr(bench.source, "provenance", None)
+        config.save(cfg, writer.path / CONFIG, describe(cfg.data) if describe else None)
+        write_plan(bench, writer.path / PLAN)
+        writer.seal(digest(config.saved_tree(writer.path / CONFIG)), digest(bench.plan()), torch.get_num_threads())
+        on_error.pop_all()
+    return writer
 
 
 def make_task(t: int, bench: Benchmark, data: dict[str, ImageDataset], seed: int,
@@ -166,69 +195,105 @@ def make_task(t: int, bench: Benchmark, data: dict[str, ImageDataset], seed: int
 
 
 def run(cfg: RunConfig | None, out: Path | None = None, resume: Path | None = None,
-        rt: Runtime | None = None) -> Path | None:
+        rt: Runtime | None = None, progress: bool = True) -> Path | None:
     """Run (or continue) a class-incremental experiment; returns the run directory (None on ranks > 0)."""
     start_time = time.time()
-    cfg, rt, bench, data, method, rundir = prepare(cfg, out, resume, rt)
-    try:
+    cfg, rt, bench, data, method, rundir = prepare(cfg, out, resume, rt, progress)
+    with Session(rundir, rt):
         run_tasks(cfg, rt, bench, data, method, rundir, resume is not None, start_time)
-    except BaseException as exc:
-        if rundir is not None:
-            rundir.log_failure(exc)  # run.log keeps why the run stopped (a traceback for an internal error)
-        raise
-    finally:
-        rt.close()  # data-loader workers end with the run
-        if rundir is not None:
-            rundir.close()
     return rundir.path if rt.is_main else None
 
 
-def run_tasks(cfg: RunConfig, rt: Runtime, bench: Benchmark, data: dict, method: Method, rundir: RunDir | None,
-              resume: bool, start_time: float) -> None:
+def run_tasks(cfg: RunConfig, rt: Runtime, bench: Benchmark, data: dict, method: Method,
+              rundir: RunWriter | RunDir | None, resume: bool, start_time: float) -> None:
     T = len(bench.tasks)
     R = np.full((T, T), np.nan)
-    start, state, records = resume_point(rundir, rt) if resume else (0, None, [])
-    writer = rundir if rt.is_main else None  # every rank may read the run directory; rank 0 writes it
+    start, records, method = continue_from(rundir, rt, cfg, bench, data, method) if resume else (0, [], method)
+    writer = rundir if isinstance(rundir, RunWriter) else None  # every rank may read the run dir; rank 0 writes
     for rec in records:
         R[rec["task"] - 1, : rec["task"]] = rec["acc_row"]
     elapsed_before = sum(rec.get("time_s", {}).get("total", 0.0) for rec in records)
     method.observers = observers(cfg)  # diagnostics asked for by the config
-    bar = tqdm(range(T), desc=f"{cfg.method} on {bench.name}", disable=not rt.bars)
-    for t in bar:
+    bar = tqdm(total=T, initial=start, desc=f"{cfg.method} on {bench.name}", disable=not rt.bars)
+    for t in range(start, T):
         seed_everything(derive_seed(cfg.seed, "task", t))
         task = make_task(t, bench, data, cfg.seed, method.exemplar_rows())
         method.begin_task(task)
-        if t < start:
-            if t == start - 1:
-                method.learned.load_state_dict(state)
-            continue
         try:
             record = run_task(method, task, bench, data, R)
         except UserError as exc:
             raise UserError(f"{exc}{_advice(writer, t)}") from None
         if writer is not None:
-            writer.append_record(record)
-            writer.save_checkpoint(t + 1, method.learned.state_dict(), keep=cfg.checkpoint.keep)
+            record["threads"] = torch.get_num_threads()
+            try:
+                writer.finish_task(record, method.learned.state_dict(), keep=cfg.checkpoint.keep)
+            except UserError as exc:
+                raise UserError(f"{exc}{_advice(writer, t)}") from None
+        bar.update(1)
         bar.set_postfix(A=f"{record['A_t']:.1f}")
+    bar.close()
     if writer is not None:
-        finish(writer, cfg, bench, R, time.time() - start_time + elapsed_before)
+        try:
+            finish(writer, cfg, bench, R, time.time() - start_time + elapsed_before)
+        except UserError as exc:
+            raise UserError(f"{exc}{_advice(writer, T)}") from None
 
 
-def resume_point(rundir: RunDir, rt: Runtime) -> tuple[int, dict | None, list[dict]]:
+def continue_from(rundir: RunWriter | RunDir, rt: Runtime, cfg: RunConfig, bench: Benchmark, data: dict,
+                  method: Method) -> tuple[int, list[dict], Method]:
+    """A resumed run's method as it was after its last good task: every earlier task begun in order (as
+    the run began them), then that task's checkpoint loaded. A checkpoint that does not fit the model
+    (another run's, a tensor missing or reshaped) is reported and the run falls back to the task before,
+    with the method built afresh. Returns (tasks done, their metrics lines, the method)."""
+    below = None
+    while True:
+        start, state, records = resume_point(rundir, rt, below)
+        try:
+            for t in range(start):
+                seed_everything(derive_seed(cfg.seed, "task", t))
+                method.begin_task(make_task(t, bench, data, cfg.seed, method.exemplar_rows()))
+            if start:
+                load_learned(method, state, rundir_reader(rundir).checkpoint_path(start).name)
+            return start, records, method
+        except CheckpointError as exc:
+            log.warning("%s: %s; falling back to the task before", rundir.path, exc)
+            below = start
+            method = seeded_method(cfg, seeded_backbone(cfg), bench, rt)
+
+
+def load_learned(method: Method, state: dict, name: str) -> None:
+    """Load a checkpoint into the method's trained parts; one that does not fit (other shapes, a tensor
+    missing or extra) is a CheckpointError in one line (the method may be half loaded: build it again)."""
+    try:
+        method.learned.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:200]
+        raise CheckpointError(f"checkpoint {name} does not fit the model its run's config builds ({reason})") from None
+
+
+def rundir_reader(rundir: RunWriter | RunDir) -> RunDir:
+    return rundir.run if isinstance(rundir, RunWriter) else rundir
+
+
+def resume_point(rundir: RunWriter | RunDir, rt: Runtime, below: int | None = None
+                 ) -> tuple[int, dict | None, list[dict]]:
     """Tasks already done, the checkpoint to continue from, and their metrics lines; rank 0 then drops
-    whatever came after (a line or checkpoint that cannot be read is reported in one line)."""
-    start, state, notes = rundir.resume_point()
-    records = rundir.records()[:start]
+    whatever came after (what could not be used is reported in one line)."""
+    reader = rundir_reader(rundir)
+    start, state, notes = reader.resume_point(below)
+    records = reader.records()[:start]
     if notes:
-        log.warning("%s: %s; continuing after task %d, the last good one", rundir.path, "; ".join(notes), start)
+        log.warning("%s: %s; continuing after task %d, the last good one", reader.path, "; ".join(notes), start)
     rt.barrier()  # every rank has read the run directory before rank 0 trims it
-    if rt.is_main:
+    if isinstance(rundir, RunWriter):
         rundir.keep_tasks(start)
-    log.info("resuming %s after %d finished tasks", rundir.path, start)
+    rt.barrier()
+    log.info("resuming %s after %d finished tasks", reader.path, start)
     return start, state, records
 
 
-def _advice(writer: RunDir | None, t: int) -> str:
+def _advice(writer: RunWriter | None, t: int) -> str:
     """What an error during task t means for the run directory (so that its advice can be followed)."""
     if writer is None:
         return ""
@@ -283,14 +348,14 @@ def evaluate_task(method: Method, task: Task, data: dict, batch_size: int) -> tu
     return predict_features(method.scores, protos, feats, task.seen), test.labels[mine]
 
 
-def finish(rundir: RunDir, cfg: RunConfig, bench: Benchmark, R: np.ndarray, wall: float) -> None:
-    last = rundir.records()[-1]
+def finish(rundir: RunWriter, cfg: RunConfig, bench: Benchmark, R: np.ndarray, wall: float) -> None:
+    last = rundir.run.records()[-1]
     counts = last["counts"]
     summ = metrics.summary(R, counts)
     summary = {"method": cfg.method, "benchmark": cfg.benchmark.name, "backbone": cfg.model.backbone,
                "seed": cfg.seed, "eval_split": cfg.eval.split, "tasks": len(bench.tasks), **summ, "acc_matrix": metrics.nan_to_none(R),
                "counts": counts, "stored_images": last.get("stored_images", 0), "wall_time_s": wall,
-               "versions": versions()}
+               "threads": last.get("threads"), "versions": versions()}
     plot_run(summary, rundir.path / PLOT)
     faults.point("finish")
     rundir.write_summary(summary)

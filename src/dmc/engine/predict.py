@@ -31,10 +31,10 @@ from dmc.data.benchmark import Benchmark
 from dmc.data.dataset import ImageDataset
 from dmc.data.sources.base import Samples
 from dmc.data.sources.files import check_readable
-from dmc.engine.loop import seeded_backbone, seeded_method
+from dmc.engine.loop import load_learned, seeded_backbone, seeded_method
 from dmc.errors import UserError
 from dmc.methods import Method
-from dmc.rundir import CONFIG, RunDir, digest
+from dmc.rundir import CONFIG, CheckpointError, RunDir
 from dmc.training.evaluate import feature_scores, image_scores
 from dmc.training.features import encode_dataset
 from dmc.training.runtime import derive_seed, make_runtime, seed_everything
@@ -86,14 +86,26 @@ class Predictor:
         return Predictions(index.numpy(), values.numpy(), self.classes)
 
 
-def _dataset(images: Images, transform) -> ImageDataset:
+def _dataset(images: Images, transform, allow_empty: bool = False) -> ImageDataset:
+    """The images to score as a dataset; no images, an image of no pixels, or anything else that is not an
+    image is a UserError in one line."""
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise UserError(f"images as an array must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        if 0 in images.shape[1:3]:
+            raise UserError(f"images as an array must have pixels, got shape {images.shape}")
         items = images
     else:
         items = [str(x) if isinstance(x, (str, Path)) else x for x in images]
-        check_readable([x for x in items if isinstance(x, str)])
+        odd = next((x for x in items if not isinstance(x, (str, Image.Image))), None)
+        if odd is not None:
+            raise UserError(f"an image must be a file path or a PIL image, got {type(odd).__name__}")
+        empty = next((x for x in items if isinstance(x, Image.Image) and 0 in x.size), None)
+        if empty is not None:
+            raise UserError(f"an image has no pixels ({empty.size[0]} x {empty.size[1]})")
+        check_readable([x for x in items if isinstance(x, str)], decode=True)
+    if len(items) == 0 and not allow_empty:
+        raise UserError("no images to predict: give at least one file, PIL image or array row")
     labels = np.zeros(len(items), dtype=np.int64)
     return ImageDataset(Samples(items, labels), labels, transform)
 
@@ -103,10 +115,9 @@ def load(run_dir: str | Path, task: int | None = None, device: str = "auto") -> 
     `device` (auto, cpu, cuda, cuda:N). Bad input (not a run, a task out of range or unfinished, no
     checkpoint of it, a changed config.yaml or plan.json) is a UserError in one line."""
     rundir = RunDir(Path(run_dir))
-    task = rundir.trained_task(task)
+    task = rundir.trained_task(task)  # also checks that the run's records agree
     plan = rundir.plan()
     cfg = config.load(rundir.path / CONFIG)
-    rundir.verify(digest(config.saved_tree(rundir.path / CONFIG)), digest(plan))
     config.ModelConfig(device=device).check()
     bench = Benchmark.from_plan(cfg.benchmark.name, plan)
     rt = make_runtime(device, cfg.model.precision, progress=False)
@@ -114,7 +125,11 @@ def load(run_dir: str | Path, task: int | None = None, device: str = "auto") -> 
     for t in range(task):  # the structure of every task up to K, as a resumed run builds it
         seed_everything(derive_seed(cfg.seed, "task", t))
         method.begin_task(_structure(t, bench, method, cfg.seed))
-    method.learned.load_state_dict(rundir.load_checkpoint(task))
+    try:
+        load_learned(method, rundir.load_checkpoint(task), rundir.checkpoint_path(task).name)
+    except CheckpointError as exc:
+        raise UserError(f"{rundir.path}: {exc}; restore it from a copy of the run, or use the model after "
+                        "another task (--task K)") from None
     seen = sorted(c for t in bench.tasks[:task] for c in t)
     log.info("loaded %s after task %d of %d (%d classes)", rundir.path, task, len(bench.tasks), len(seen))
     return Predictor(method, seen, [bench.class_names[c] for c in seen], task, rundir.path)
@@ -122,7 +137,7 @@ def load(run_dir: str | Path, task: int | None = None, device: str = "auto") -> 
 
 def _structure(t: int, bench: Benchmark, method: Method, seed: int) -> Task:
     """Task t without images (the loop's `make_task` with none): what `begin_task` reads."""
-    empty = _dataset(np.zeros((0, 1, 1, 3), np.uint8), method.backbone.preprocess)
+    empty = _dataset(np.zeros((0, 1, 1, 3), np.uint8), method.backbone.preprocess, allow_empty=True)
     seen = sorted({c for task in bench.tasks[: t + 1] for c in task})
     gen = torch.Generator().manual_seed(derive_seed(seed, "generator", t))
     return Task(t, bench.tasks[t], seen, empty, empty, gen, names=[bench.class_names[c] for c in bench.tasks[t]])

@@ -2,157 +2,46 @@
 
 Each run is an ordinary `dmc run` in its own run directory, named so that people and `dmc compare
 --by-setting` can read it: `<benchmark>-<method>[-<setting>]-s<seed>`, where the setting lists the `--set`
-keys that vary (`glyphs-dmc-ot-vision.lr=1e-5-s1`). The grid is recorded in the folder (`sweep.yaml`), so
-the same command, or `dmc sweep --out DIR` alone, continues it: finished runs are skipped, unfinished ones
-resumed (`dmc run --resume`), and the rest started.
+keys that vary (`glyphs-dmc-ot-vision.lr=1e-5-s1`). The grid is recorded in the folder (`sweep.yaml`,
+`dmc.engine.grid`), so the same command, or `dmc sweep --out DIR` alone, continues it: finished runs are
+skipped, unfinished ones resumed (`dmc run --resume`), and the rest started.
 
 Where runs go is the launcher's business, never the grid's:
 - `process` (default): child processes on this machine, `jobs` at a time, each with cores // jobs threads;
+  a child follows its sweep: if the sweep's process dies (killed, even by SIGKILL), its runs stop too
+  (interrupted, resumable) instead of running on unseen and holding their folders;
 - `local`: submitit's local executor, the same path as a cluster's, on this machine;
 - `slurm`: submitit's Slurm executor (partition, GPUs per run, time limit); a run with more than one GPU
-  is started by torchrun.
+  is started by torchrun. Cluster jobs outlive the command that submitted them, by design.
 Every launcher runs the same command line, `python -m dmc run ...`, and reports its exit code and the
 error line it ended on.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
-from dmc import catalog, config
-from dmc.config import RunConfig
+from dmc.engine.grid import GRID, Grid, Point, open_sweep, status
 from dmc.errors import UserError
-from dmc.files import write_text
-from dmc.rundir import SUMMARY, RunDir
+from dmc.rundir import RunDir
+
+__all__ = ["GRID", "LAUNCHERS", "Grid", "Launch", "Outcome", "Point", "Result", "follow_parent", "open_sweep",
+           "run_sweep", "status", "summarize"]
+PARENT = "DMC_SWEEP_PARENT"  # set for a sweep's child processes: the pid of the sweep they belong to
+BUSY = "is in use by another dmc run"  # the line of a run whose folder another process holds
 
 log = logging.getLogger(__name__)
 
-GRID = "sweep.yaml"
 LAUNCHERS = ("process", "local", "slurm")
-
-
-@dataclass
-class Grid:
-    """What a sweep runs: every benchmark x method x setting x seed. `sets` are `--set KEY=VALUE` items; a
-    key given more than once varies (its values are alternatives), a key given once applies to every run."""
-
-    benchmarks: list[str] = field(default_factory=lambda: [RunConfig().benchmark.name])
-    methods: list[str] = field(default_factory=lambda: [RunConfig().method])
-    seeds: list[int] = field(default_factory=lambda: [RunConfig().seed])
-    sets: list[str] = field(default_factory=list)
-    smoke: bool = False
-    backbone: str | None = None
-
-    def settings(self) -> list[list[tuple[str, str]]]:
-        """Every combination of the alternatives, as (key, raw value) pairs, keys in the order given."""
-        values: dict[str, list[str]] = {}
-        for item in self.sets:
-            key, _ = config.parse_set(item)
-            values.setdefault(key, []).append(item.split("=", 1)[1].strip())
-        return [list(zip(values, combo)) for combo in itertools.product(*values.values())]
-
-    def varying(self) -> set[str]:
-        keys = [config.parse_set(item)[0] for item in self.sets]
-        return {k for k in keys if keys.count(k) > 1}
-
-    def points(self) -> list[Point]:
-        varying = self.varying()
-        out = []
-        for bench, method, setting, seed in itertools.product(self.benchmarks, self.methods, self.settings(),
-                                                               self.seeds):
-            label = ",".join(f"{k}={_safe(v)}" for k, v in setting if k in varying)
-            name = "-".join([bench, method] + ([label] if label else []) + [f"s{seed}"])
-            out.append(Point(name, bench, method, seed, [f"{k}={v}" for k, v in setting]))
-        return out
-
-
-def _safe(value: str) -> str:
-    """A value as it can stand in a folder name (path separators and spaces become `_`)."""
-    return re.sub(r"[\s/\\:]+", "_", value) or "empty"
-
-
-@dataclass
-class Point:
-    """One run of the grid."""
-
-    name: str
-    benchmark: str
-    method: str
-    seed: int
-    sets: list[str]
-
-    def config(self, grid: Grid) -> RunConfig:
-        overrides = {"seed": self.seed, **({"model.backbone": grid.backbone} if grid.backbone else {})}
-        return config.resolve(self.benchmark, self.method, overrides, self.sets, smoke=grid.smoke)
-
-    def argv(self, grid: Grid, folder: Path, threads: int | None) -> list[str]:
-        """The `dmc run` arguments of this point: a new run, or `--resume` of the one in its folder."""
-        out = folder / self.name
-        extra = ["--quiet"] + (["--threads", str(threads)] if threads else [])
-        if status(out) == "unfinished":
-            return ["run", "--resume", str(out), *extra]
-        argv = ["run", "--benchmark", self.benchmark, "--method", self.method, "--seed", str(self.seed),
-                "--out", str(out), *extra] + [a for s in self.sets for a in ("--set", s)]
-        return argv + (["--smoke"] if grid.smoke else []) + (["--backbone", grid.backbone] if grid.backbone else [])
-
-
-def status(path: Path) -> str:
-    """`finished`, `unfinished` (tasks done: resumed) or `new` (nothing, or a run that finished no task)."""
-    if (path / SUMMARY).exists():
-        return "finished"
-    if path.is_dir() and RunDir(path).done_tasks() > 0:
-        return "unfinished"
-    return "new"
-
-
-# --------------------------------------------------------------------------- the folder
-def open_sweep(folder: Path, grid: Grid | None) -> Grid:
-    """The grid of the sweep in `folder`: `grid` (recorded in `sweep.yaml` when new), or the recorded one
-    when `grid` is None. A different grid than the recorded one is refused in one line. Every run's config
-    is resolved and checked first, so a bad name or value stops the sweep before anything runs."""
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out {folder} is a file, not a folder; choose a folder for the sweep")
-    recorded = _read_grid(folder / GRID)
-    if grid is None:
-        grid = recorded or Grid()
-    elif recorded is not None and recorded != grid:
-        raise UserError(f"{folder} holds another sweep ({_describe(recorded)}); run it again with the same grid "
-                        "or with no grid options, or choose another --out")
-    points = grid.points()
-    if len({p.name for p in points}) < len(points):
-        raise UserError("two runs of the grid would share a folder name (a --set value repeated?); list each "
-                        "alternative once")
-    for p in points:
-        catalog.check(p.config(grid))
-    if recorded is None:
-        write_text(folder / GRID, yaml.safe_dump(asdict(grid), sort_keys=False))
-    return grid
-
-
-def _read_grid(path: Path) -> Grid | None:
-    if not path.exists():
-        return None
-    try:
-        return Grid(**(yaml.safe_load(path.read_text()) or {}))
-    except (OSError, yaml.YAMLError, TypeError) as exc:
-        raise UserError(f"cannot read the sweep's grid {path}: {exc}") from None
-
-
-def _describe(grid: Grid) -> str:
-    parts = [f"benchmarks {', '.join(grid.benchmarks)}", f"methods {', '.join(grid.methods)}",
-             f"seeds {', '.join(map(str, grid.seeds))}"]
-    return "; ".join(parts + ([f"--set {' '.join(grid.sets)}"] if grid.sets else []) + (["smoke"] if grid.smoke else []))
 
 
 # --------------------------------------------------------------------------- running
@@ -167,7 +56,7 @@ class Outcome:
 def run_command(cmd: list[str], env: dict[str, str] | None = None) -> Outcome:
     """Run one `dmc run` command line to its end (here, or inside a cluster job)."""
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
     lines = proc.stderr.strip().splitlines()
     errors = [line for line in lines if line.startswith("dmc: error:")]
     return Outcome(proc.returncode, (errors or lines or [""])[-1])
@@ -219,6 +108,7 @@ class Launch:
     def runner(self, folder: Path, threads: int | None) -> Callable[[list[str]], Outcome]:
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
         if self.launcher == "process":
+            env[PARENT] = str(os.getpid())
             return lambda argv: run_command(dmc_command(argv), env)
         return _submitit_runner(self, folder, env)
 
@@ -284,6 +174,8 @@ def run_sweep(folder: Path, grid: Grid, launch: Launch) -> list[Result]:
 
 def _ended(path: Path, before: str, outcome: Outcome) -> str:
     what = "resumed" if before == "unfinished" else "ran"
+    if outcome.code != 0 and BUSY in outcome.error:
+        return f"{path.name} is still running in another process (not started again): {outcome.error.split(': ', 1)[-1]}"
     if outcome.code != 0:
         return f"{path.name} failed ({what}, exit {outcome.code}): {outcome.error.removeprefix('dmc: error: ')}"
     try:
@@ -295,15 +187,42 @@ def _ended(path: Path, before: str, outcome: Outcome) -> str:
 
 def summarize(folder: Path, results: list[Result], plot: Path | None = None) -> tuple[str, int]:
     """The table of `dmc compare --by-setting` over the finished runs (mean ± std over seeds, one table per
-    benchmark), its plot written to `plot` (default: `compare.png` in the folder), and how many runs failed."""
+    benchmark), its plot written to `plot` (default: `compare.png` in the folder), and how many runs did
+    not finish. A run is judged by its folder at the end: one that another process finished meanwhile is
+    finished, not failed; one still running elsewhere is said to be."""
     from dmc.report import plot as plot_runs, read_runs, table  # matplotlib loads only to draw
 
-    finished = [folder / r.point.name for r in results if status(folder / r.point.name) == "finished"]
-    failed = [r for r in results if r.outcome is not None and r.outcome.code != 0]
-    lines = [f"{len(failed)} of {len(results)} runs failed: " + ", ".join(r.point.name for r in failed)] if failed else []
+    now = {r.point.name: status(folder / r.point.name) for r in results}
+    finished = [folder / r.point.name for r in results if now[r.point.name] == "finished"]
+    open_ = [r for r in results if r.outcome is not None and r.outcome.code != 0 and now[r.point.name] != "finished"]
+    busy = [r.point.name for r in open_ if BUSY in r.outcome.error]
+    failed = [r.point.name for r in open_ if BUSY not in r.outcome.error]
+    lines = [f"{len(failed)} of {len(results)} runs failed: " + ", ".join(failed)] if failed else []
+    lines += [f"{len(busy)} of {len(results)} runs are still running in other processes (run the sweep again when "
+              "they end): " + ", ".join(busy)] if busy else []
     if not finished:
-        return "\n".join(lines or ["no finished run"]), len(failed)
+        return "\n".join(lines or ["no finished run"]), len(open_)
     runs = read_runs(finished)
     plot = plot or folder / "compare.png"
-    plot_runs(runs, plot, by_setting=True)
-    return "\n".join([table(runs, by_setting=True), "", f"A_t curves (mean ± std over seeds): {plot}", *lines]), len(failed)
+    try:
+        plot_runs(runs, plot, by_setting=True)
+        drawn = f"A_t curves (mean ± std over seeds): {plot}"
+    except UserError as exc:  # a full or read-only disk: the table is still worth printing
+        drawn = f"no plot: {exc}"
+    return "\n".join([table(runs, by_setting=True), "", drawn, *lines]), len(open_)
+
+
+def follow_parent() -> None:
+    """In a sweep's child run (`DMC_SWEEP_PARENT` set): stop this run, as Ctrl-C would (it stays
+    resumable), as soon as the sweep's process is gone, so that no run goes on unseen after its sweep was
+    killed. A daemon thread checks the parent once a second."""
+    parent = os.environ.get(PARENT)
+    if not parent or not parent.isdigit() or os.getppid() != int(parent):
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="follow-sweep", daemon=True).start()

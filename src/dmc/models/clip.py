@@ -65,8 +65,10 @@ def build_vit_b16(pretrained: str | None = None) -> Backbone:
 
 
 def build_open_clip(name: str, pretrained: str | None) -> Backbone:
-    """Any open_clip model by name and pretrained tag (or weights file). OpenAI weights need QuickGELU."""
+    """Any open_clip model by name and pretrained tag (or weights file; `random`: no weights, for dry runs
+    at real scale). OpenAI weights need QuickGELU."""
     tag = pretrained if pretrained is not None else DEFAULT_TAGS.get(name)
+    tag = None if tag == "random" else tag
     if name not in open_clip.list_models():
         raise UserError(f"unknown backbone {name!r}; choose tiny, toy or an open_clip model name "
                         f"(open_clip lists {len(open_clip.list_models())}, e.g. ViT-B-16, ViT-L-14)")

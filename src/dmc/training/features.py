@@ -21,21 +21,25 @@ from dmc.training.runtime import Runtime
 @torch.inference_mode()
 def encode_dataset(visual: nn.Module, dataset: ImageDataset, rt: Runtime, batch_size: int,
                    desc: str = "encode") -> tuple[torch.Tensor, torch.Tensor]:
-    """Unnormalised image features (N, D) and labels (N,) of a dataset, encoded once by `visual`."""
-    feats, labels = [], []
-    loader = rt.loader(dataset, batch_size)
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=not rt.bars):
+    """Unnormalised image features (N, D) and labels (N,) of a dataset, encoded once by `visual`. Under
+    torchrun each rank encodes its share of the batches and the ranks combine them exactly
+    (`Runtime.gather_rows`): every rank holds the single-process features, so statistics built from them
+    (the Gaussian memory, RanPAC's sums) are the same on every rank."""
+    feats = []
+    rows = rt.shared_batches(len(dataset), batch_size)
+    loader = rt.loader(dataset, batch_size, shared=True)
+    for x, _ in tqdm(loader, desc=desc, leave=False, disable=not rt.bars):
         faults.point(f"encode:{desc}")
         with rt.autocast():
             feats.append(visual(x.to(rt.device, non_blocking=True)).float())
-        labels.append(y.to(rt.device))
-    if not feats:
-        return torch.zeros(0, 0, device=rt.device), torch.zeros(0, dtype=torch.long, device=rt.device)
-    feats_t = torch.cat(feats)  # (N, D)
+    labels = torch.as_tensor(dataset.labels, dtype=torch.long, device=rt.device)  # (N,)
+    if not len(dataset):
+        return torch.zeros(0, 0, device=rt.device), labels
+    feats_t = rt.gather_rows(len(dataset), rows, feats)  # (N, D)
     if not bool(torch.isfinite(feats_t).all()):
         raise UserError(f"image features became non-finite ({desc}): the image tower diverged; lower vision.lr "
                         "(e.g. --set vision.lr=1e-5)")
-    return feats_t, torch.cat(labels)
+    return feats_t, labels
 
 
 def feature_batches(feats: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator,

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from dmc.errors import DataError
+
 Positions = Iterable  # an iterable of batches; a batch is an int array of positions, or (position, seed) pairs
 
 
@@ -158,8 +160,19 @@ class _KeptPass:
         try:
             sampler.batches = list(self.indices)
             yield from loader
+        except DataError as exc:  # raised in a worker: torch wraps it with the worker's traceback
+            raise DataError(worker_message(exc)) from None
         finally:
             busy[0] = False
+
+
+def worker_message(exc: Exception) -> str:
+    """The one line a data-loader worker's error was raised with (torch re-raises it in the main process
+    as "Caught DataError in DataLoader worker process 0. Original Traceback ...")."""
+    lines = str(exc).strip().splitlines()
+    name = f"{type(exc).__module__}.{type(exc).__name__}: "
+    found = [line[len(name):] for line in lines if line.startswith(name)]
+    return found[-1] if found else lines[-1] if lines else type(exc).__name__
 
 
 class FeatureEpoch:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import random
 import sys
@@ -17,6 +18,8 @@ from torch import nn
 from dmc.data.dataset import ImageDataset
 from dmc.errors import UserError
 from dmc.training.loading import ArrayBatches, LoaderPool, ShuffledEpoch, in_order
+
+log = logging.getLogger(__name__)
 
 
 def derive_seed(*parts: object) -> int:
@@ -59,15 +62,35 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def loader(self, dataset: ImageDataset, batch_size: int) -> Iterable:
-        """Batches (images, labels) of the whole dataset in order (encoding, evaluation). Images from files
-        come with per-sample seeds drawn from torch's global stream (seeded per task), so a transform that
-        augments gives the same images with any number of processes or loader workers."""
+    def loader(self, dataset: ImageDataset, batch_size: int, shared: bool = False) -> Iterable:
+        """Batches (images, labels) of the whole dataset in order (encoding, evaluation); with `shared`,
+        only this rank's batches (`shared_batches`). Images from files come with per-sample seeds drawn
+        from torch's global stream (seeded per task), so a transform that augments gives the same images
+        with any number of processes or loader workers."""
         batches = in_order(len(dataset), batch_size)
         if not ArrayBatches.supports(dataset):
             seeds = torch.randint(2**62, (len(dataset),)).tolist()
             batches = [[(i, seeds[i]) for i in b.tolist()] for b in batches]
-        return self._batches(dataset, batches)
+        return self._batches(dataset, batches[self.rank::self.world_size] if shared else batches)
+
+    def shared_batches(self, n: int, batch_size: int) -> list[np.ndarray]:
+        """The rows of this rank's batches when n items are encoded in batches of `batch_size`: whole
+        batches of the single-process order, batch b on rank b % world_size. Each batch is computed as one
+        process computes it (same images, same batch), so the features are the single-process ones."""
+        return in_order(n, batch_size)[self.rank::self.world_size]
+
+    def gather_rows(self, n: int, rows: list[np.ndarray], values: list[torch.Tensor]) -> torch.Tensor:
+        """The (n, D) tensor of which this rank computed `values` at `rows` (one block per batch), on every
+        rank: each row is filled by exactly one rank and zero elsewhere, so the all-reduced sum is exact."""
+        if self.world_size == 1:
+            return torch.cat(values) if values else torch.zeros(0, 0, device=self.device)
+        dim = torch.tensor([values[0].shape[1] if values else 0], device=self.device)
+        dist.all_reduce(dim, op=dist.ReduceOp.MAX)
+        full = torch.zeros(n, int(dim), device=self.device, dtype=torch.float32)  # (n, D)
+        if values:
+            full[torch.as_tensor(np.concatenate(rows), device=self.device)] = torch.cat(values).float()
+        dist.all_reduce(full)
+        return full
 
     def train_loader(self, dataset: ImageDataset, batch_size: int, generator: torch.Generator):
         """epoch -> this rank's share of each global batch of `batch_size` images of a fresh permutation
@@ -84,6 +107,14 @@ class Runtime:
     def close(self) -> None:
         """Stop the data loaders' worker processes (the end of a run)."""
         self.pool.close()
+
+    def tf32_towers(self, model: nn.Module) -> None:
+        """On CUDA, TF32 for the float32 matmuls of the towers' training forward passes (stage 1, stage 2),
+        where a 10-bit mantissa is harmless next to bf16 autocast; never anywhere else (see `tf32_in_training`)."""
+        if self.device.type == "cuda":
+            for tower in (model.visual, getattr(model, "transformer", None)):
+                if tower is not None:
+                    tf32_in_training(tower)
 
     def wrap(self, module: nn.Module) -> nn.Module:
         """DistributedDataParallel over the trainable part under torchrun; the module itself otherwise."""
@@ -131,6 +162,31 @@ class Runtime:
         return np.arange(self.rank, n, self.world_size)
 
 
+def tf32_off_globally() -> None:
+    """Full float32 for every matmul and convolution (cuDNN's convolutions default to TF32): TF32 is then
+    allowed only where `tf32_in_training` says."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+
+def tf32_in_training(module: nn.Module) -> None:
+    """Allow TF32 inside `module`'s forward pass while gradients are on (a training step), and restore the
+    flags when it returns or raises. Everything else keeps full float32: feature encoding and evaluation
+    (no gradients), losses and logits, Gaussian statistics and sampling, OT, analytic solves. TF32 is never
+    switched on globally (tests/test_precision.py pins this)."""
+    saved: list[tuple[bool, bool]] = []
+
+    def enter(mod, args) -> None:
+        saved.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        if torch.is_grad_enabled():
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    def leave(mod, args, out) -> None:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved.pop()
+
+    module.register_forward_pre_hook(enter)
+    module.register_forward_hook(leave, always_call=True)
+
+
 def init_distributed(device: str) -> tuple[int, int, str]:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); returns rank, world, device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -159,7 +215,21 @@ def make_runtime(device: str = "auto", precision: str = "auto", progress: bool =
     if precision == "bf16" or (precision == "auto" and dev.type == "cuda"):
         amp = torch.bfloat16
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        tf32_off_globally()
         torch.backends.cudnn.benchmark = True
-    return Runtime(dev, amp, progress, num_workers, rank, world)
+    return Runtime(dev, amp, progress, loader_workers(num_workers), rank, world)
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity; a container's share where the OS says so)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def loader_workers(asked: int) -> int:
+    """Data-loader workers for `data.num_workers`, sized to the machine: never more than its cores (a
+    preset's 8 on a 2-core machine would only compete with training). Workers do not change what is
+    computed (every image brings its own seed), so this changes speed only."""
+    fit = min(asked, cores())
+    if fit < asked:
+        log.info("data.num_workers %d > %d cores here: using %d loader workers", asked, cores(), fit)
+    return fit

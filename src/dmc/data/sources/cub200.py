@@ -54,7 +54,11 @@ def cub_root(data: DataConfig) -> Path:
 def read_table(path: Path) -> dict[int, str]:
     """An official "<id> <value>" file as {id: value}; malformed lines name file and line."""
     table: dict[int, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; the official CUB_200_2011 files are") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         key, _, value = line.strip().partition(" ")

@@ -84,17 +84,20 @@ def check_files_exist(paths: Sequence[str], listed_in: str) -> None:
 
 
 def scan_images(paths: Sequence[str], skip_corrupt: bool) -> list[int]:
-    """Indices of the images whose header PIL can read.
+    """Indices of the images PIL can read.
 
     Unreadable images raise a DataError (count + first path) unless `skip_corrupt`, in which case they are
-    logged once and left out. Only headers are read, so a file cut short after its header passes here.
+    logged once and left out. Without `skip_corrupt` only headers are read (a few bytes each), so a file
+    cut short after its header passes here and stops the run when it is loaded, in one line that says how
+    to skip it; with `skip_corrupt` every image is decoded once, so that such files are found and skipped.
     """
     bad: list[int] = []
     first_reason = ""
     for i, path in enumerate(paths):
         try:
-            with Image.open(path):
-                pass
+            with Image.open(path) as im:
+                if skip_corrupt:
+                    im.load()
         except _UNREADABLE as err:
             if not bad:
                 first_reason = f"{type(err).__name__}: {err}"
@@ -133,18 +136,20 @@ def collect_images(inputs: Sequence[str | Path]) -> list[str]:
             found.append(str(item))
         else:
             raise DataError(f"no such image or folder: {item}")
-    check_readable(found)
+    check_readable(found, decode=True)  # a few images to predict: decoding them all costs little
     return found
 
 
-def check_readable(paths: Sequence[str | Path]) -> None:
-    """Every path is an image file whose header PIL reads; else a DataError naming the first that is not."""
+def check_readable(paths: Sequence[str | Path], decode: bool = False) -> None:
+    """Every path is an image file whose header PIL reads (with `decode`, whose pixels it decodes: a file
+    cut short after its header is found too); else a DataError naming the first that is not."""
     for path in paths:
         if Path(path).is_dir():
             raise DataError(f"{path} is a folder, not an image file")
         try:
-            with Image.open(path):
-                pass
+            with Image.open(path) as im:
+                if decode:
+                    im.load()
         except FileNotFoundError:
             raise DataError(f"no such image: {path}") from None
         except _UNREADABLE as err:

@@ -128,6 +128,8 @@ def read_split_file(path: str | Path, root: Path) -> Split:
     where = str(path)
     try:
         lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"cannot read data.split_file {where}: it is not UTF-8 text") from None
     except OSError as err:
         raise DataError(f"cannot read data.split_file {where}: {err}") from err
     sections = _parse_split_lines(lines, where)
