@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dmc.data.benchmark import make_benchmark
 from dmc.errors import UserError, at_least_one
 
 
@@ -20,8 +21,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         w.add_argument(flag, action="store_true", help=text)
     w.add_argument("--prototypes", type=int, nargs="+", default=[1], metavar="K", help="K for --ceiling")
     w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="class orders for --ceiling")
+    w.add_argument("--benchmark", default="glyphs", choices=("glyphs", "glyphs-shift"),
+                   help="which glyph world (default: glyphs)")
+    w.add_argument("--first-session", dest="first_session", type=int, nargs="*", metavar="S",
+                   help="with --regime: the first-session gain rows for these seeds' class orders (default 0 1 2)")
+    w.add_argument("--joint", action="store_true",
+                   help="with --regime: train the `joint` method (a full run, minutes) for the joint - analytic row")
     w.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="world or benchmark settings, e.g. --set data.world.severity=0.3")
+                   help="world, benchmark or stage-1 settings, e.g. --set data.world.severity=0.3; "
+                        "--set benchmark.val_fraction=0.2 --set eval.split=val measures on held-out training images")
     t = sub.add_parser("pretrain-toy", help="build (or rebuild) the cached toy CLIP and print its zero-shot accuracy")
     t.add_argument("--force", action="store_true",
                    help="pretrain again (one thread, about 25 min) and check that it reproduces the shipped weights")
@@ -32,24 +40,43 @@ def cmd_world(args: argparse.Namespace) -> int:
     from dmc import config
     from dmc.world.sheet import write_sheet
 
+    if (args.first_session is not None or args.joint) and not args.regime:
+        raise UserError("dmc world: --first-session and --joint add rows to --regime; give --regime too")
     if args.sheet is None and not (args.regime or args.ceiling):
         raise UserError("dmc world: give --sheet FILE.png, --regime and/or --ceiling")
     at_least_one(prototypes=min(args.prototypes))
-    cfg = config.resolve("glyphs", None, None, args.sets)
+    cfg = config.resolve(args.benchmark, "dmc-ot", None, args.sets)  # dmc-ot: stage 1's recipe (vision.*)
+    make_benchmark(cfg, cfg.seed)  # the benchmark's settings (validation split) are checked before torch loads
     world = cfg.data.world
     if args.sheet is not None:
-        write_sheet(args.sheet, world)
+        write_sheet(args.sheet, world, shifted=args.benchmark == "glyphs-shift")
         print(f"contact sheet: {args.sheet}")
-    if args.regime or args.ceiling:
+    if args.regime:
+        _regime(args, cfg)
+    if args.ceiling:
         from dmc.models.clip import build_backbone
-        from dmc.world.regime import ceiling_table, glyph_ceiling, glyph_regime, regime_table
+        from dmc.world.regime import ceiling_table, glyph_ceiling
 
-        backbone = build_backbone("toy")
-        if args.regime:
-            print(regime_table(glyph_regime(backbone, world), f"glyphs, severity {world.severity}"))
-        if args.ceiling:
-            print(ceiling_table(glyph_ceiling(backbone, cfg, args.seeds, args.prototypes)))
+        print(ceiling_table(glyph_ceiling(build_backbone("toy"), cfg, args.seeds, args.prototypes)))
     return 0
+
+
+def _regime(args: argparse.Namespace, cfg) -> None:
+    from dmc.models.clip import build_backbone
+    from dmc.world.regime import first_session_gain, glyph_regime, joint_accuracy, regime_splits, regime_table
+
+    backbone = build_backbone("toy")
+    splits = regime_splits(cfg)
+    frozen = glyph_regime(backbone, cfg, splits=splits)
+    seeds = None if args.first_session is None else (args.first_session or [0, 1, 2])
+    gains = first_session_gain(backbone, cfg, seeds, frozen, splits=splits) if seeds else None
+    joint = joint_accuracy(cfg) if args.joint else None
+    where = "validation rows of the training split" if cfg.eval.split == "val" else "test split"
+    label = f"{args.benchmark}, severity {cfg.data.world.severity}"
+    if args.benchmark == "glyphs-shift":
+        shift = cfg.data.world.shift
+        label += f", {shift.kind} period {shift.period:g} amplitude {shift.amplitude:g}"
+    print(regime_table(frozen, label, gains, joint, where))
 
 
 def cmd_pretrain_toy(args: argparse.Namespace) -> int:

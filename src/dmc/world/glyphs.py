@@ -246,12 +246,30 @@ def _rendition_mask(rng: np.random.Generator, ch: str, fonts: Sequence[Path], s:
     return np.asarray(big.resize((SIZE, SIZE), Image.BOX), np.float64)[..., None] / 255.0  # (32, 32, 1)
 
 
+def grating(rng: np.random.Generator, img: np.ndarray, period: float, amplitude: float,
+            fraction: float = 1.0) -> np.ndarray:
+    """A sinusoidal grating of `period` pixels at a random orientation and phase added to a float image
+    (H, W, 3) in [0, 1], with probability `fraction` (the draws happen either way: fraction, orientation,
+    phase, so the stream of what follows does not depend on whether the grating was laid)."""
+    laid = rng.random() < fraction
+    theta = rng.uniform(0, np.pi)
+    phase = rng.uniform(0, 2 * np.pi)
+    if not laid:
+        return img
+    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    wave = np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + phase)
+    return np.clip(img + amplitude * wave[..., None], 0.0, 1.0)
+
+
 def _one_rendition(rng: np.random.Generator, ch: str, fonts: Sequence[Path], s: float,
-                   style: float = 0.0) -> np.ndarray:
+                   style: float = 0.0, shift: Callable | None = None) -> np.ndarray:
     m = _rendition_mask(rng, ch, fonts, s, style)
     bg = _background(rng, s)  # (32, 32, 3)
     fg = _contrasting(rng, float(bg.mean(axis=(0, 1)) @ _LUMA), 0.45 - 0.2 * s)
-    img = Image.fromarray(np.clip((bg * (1 - m) + fg * m) * 255 + 0.5, 0, 255).astype(np.uint8))
+    composite = bg * (1 - m) + fg * m
+    if shift is not None:  # glyphs-shift: the shift is laid before blur and noise, as a photo's would be
+        composite = shift(rng, composite)
+    img = Image.fromarray(np.clip(composite * 255 + 0.5, 0, 255).astype(np.uint8))
     radius = rng.uniform(0, 1.0 * s)
     if radius > 0.05:
         img = img.filter(ImageFilter.GaussianBlur(radius))
@@ -308,11 +326,13 @@ def render_pretraining(
 
 
 def render_renditions(
-    class_ids: Sequence[int], n_per_class: int, seed: int, severity: float, system_fonts: bool = False
+    class_ids: Sequence[int], n_per_class: int, seed: int, severity: float, system_fonts: bool = False,
+    shift: Callable | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Renditions (font set B, jitter, textures, noise, blur at `severity` in [0, 1]): like render_clean."""
+    """Renditions (font set B, jitter, textures, noise, blur at `severity` in [0, 1]): like render_clean.
+    `shift(rng, image)` changes each float composite before its blur and noise (`glyphs-shift`)."""
     if not 0.0 <= severity <= 1.0:
         raise ValueError(f"severity must be in [0, 1], got {severity}")
     fonts = font_paths("renditions", system_fonts)
-    draw = lambda r, ch: _one_rendition(r, ch, fonts, severity)  # noqa: E731
+    draw = lambda r, ch: _one_rendition(r, ch, fonts, severity, shift=shift)  # noqa: E731
     return _render("renditions", class_ids, n_per_class, seed, draw)

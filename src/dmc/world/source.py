@@ -1,4 +1,5 @@
-"""Benchmark `glyphs`: 100 character classes as renditions (the offline stand-in for ImageNet-R).
+"""Benchmarks `glyphs`: 100 character classes as renditions (the offline stand-in for ImageNet-R), and
+`glyphs-shift`: the same renditions under a domain shift the toy CLIP never saw (`data.world.shift`).
 
 Images are generated from `data.world` (`dmc.world.config`), so the benchmark needs no root folder and no
 download; the rendered arrays are cached in `dmc.world.glyphs.cache_dir()` (`renditions_split`). `dmc.world` registers it.
@@ -8,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import asdict
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -34,18 +37,34 @@ class GlyphSource(SourceDefaults):
         """What the run config records: the font files (name + sha256) each domain was rendered from."""
         return {"fonts": glyphs.font_manifest(data.world.system_fonts)}
 
+    shifted = False  # glyphs-shift lays data.world.shift over the renditions
+
     def load(self, data: DataConfig, split: str) -> Samples:
         """Renditions of all 100 classes: uint8 (N, 32, 32, 3) items and native ids as targets."""
         if split not in ("train", "test"):
-            raise DataError(f"glyphs: split must be 'train' or 'test', got {split!r}")
+            raise DataError(f"{self.name}: split must be 'train' or 'test', got {split!r}")
         try:
-            images, targets = renditions_split(data.world, split)
+            images, targets = renditions_split(data.world, split, shifted=self.shifted)
         except FileNotFoundError as err:
-            raise DataError(f"glyphs: {err}") from err
+            raise DataError(f"{self.name}: {err}") from err
         return Samples(items=images, targets=targets)
 
 
+class ShiftedGlyphSource(GlyphSource):
+    """The renditions of `glyphs` (the same draws) with `data.world.shift` laid over each one: a world where
+    adapting the image encoder pays, as it does on CIFAR-100 and ImageNet-R (docs/results.md, World v3)."""
+
+    name = "glyphs-shift"
+    shifted = True
+
+    def provenance(self, data: DataConfig) -> dict:
+        return {**super().provenance(data), "shift": asdict(data.world.shift),
+                "shift_recipe": "sinusoidal grating added to the RGB composite before blur and noise; "
+                                "orientation uniform in [0, pi), phase uniform in [0, 2 pi), per image"}
+
+
 GLYPHS = GlyphSource()
+GLYPHS_SHIFT = ShiftedGlyphSource()
 
 
 def _cached(settings: dict, make: Callable[[], tuple]) -> tuple[np.ndarray, np.ndarray]:
@@ -63,11 +82,26 @@ def _cached(settings: dict, make: Callable[[], tuple]) -> tuple[np.ndarray, np.n
     return images, targets
 
 
-def renditions_split(world: WorldConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The benchmark split (all 100 classes) of a world, cached as .npz in glyphs.cache_dir()."""
+def renditions_split(world: WorldConfig, split: str, shifted: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The benchmark split (all 100 classes) of a world, cached as .npz in glyphs.cache_dir(); `shifted`:
+    with `world.shift` laid over (glyphs-shift)."""
     n = world.train_per_class if split == "train" else world.test_per_class
     seed = glyphs.split_seed(world.seed, split)
     ids = list(range(len(glyphs.CLASS_CHARS)))
     settings = dict(domain="renditions", n=n, seed=seed, severity=world.severity, system_fonts=world.system_fonts)
-    return _cached(settings, lambda: glyphs.render_renditions(ids, n, seed, world.severity, world.system_fonts))
+    shift = shift_of(world) if shifted else None
+    if shift is not None:
+        settings["shift"] = asdict(world.shift)  # the unshifted renditions keep their cache key
+    return _cached(settings, lambda: glyphs.render_renditions(ids, n, seed, world.severity, world.system_fonts,
+                                                               shift=shift))
+
+
+def shift_of(world: WorldConfig) -> Callable | None:
+    """`world.shift` as a function (rng, float image) -> float image for `render_renditions`; None for none."""
+    return None if world.shift.kind == "none" else partial(_lay, world.shift)
+
+
+def _lay(shift, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """`data.world.shift` on one float composite (H, W, 3) in [0, 1]."""
+    return glyphs.grating(rng, image, shift.period, shift.amplitude, shift.fraction)
 
