@@ -33,3 +33,16 @@ def killed_copy(full, dest, finished_tasks: int):
     lines = (dest / "metrics.jsonl").read_text().splitlines()
     (dest / "metrics.jsonl").write_text("\n".join(lines[:finished_tasks]) + "\n")
     return dest
+
+
+SMOKE = ["run", "--benchmark", "synthetic", "--method", "dmc", "--smoke", "--quiet"]  # a tiny `dmc run`
+
+
+def cli(capsys, *argv):
+    """Run the command line; returns (exit code, stdout, stderr, its `dmc: error:` lines)."""
+    from dmc.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("dmc: error:")]
+    return code, out, err, errors

@@ -18,11 +18,10 @@ from dmc.cli import main
 from dmc.engine.loop import run
 from dmc.errors import UserError
 from dmc.training.runtime import make_runtime
-from tests.helpers import killed_copy, tiny_cfg
+from tests.helpers import SMOKE, killed_copy, tiny_cfg
 from tests.image_files import write_file
 
 QUIET = make_runtime("cpu", "fp32", progress=False)
-SMOKE = ["run", "--benchmark", "synthetic", "--method", "dmc", "--smoke", "--quiet"]
 
 
 def one_line(capsys, needle, *argv):

@@ -8,22 +8,13 @@ import sys
 
 import pytest
 
-from dmc.cli import main
 from dmc.engine.loop import run
 from dmc.errors import UserError
 from dmc.rundir import RunDir, RunWriter
 from dmc.training.runtime import make_runtime
-from tests.helpers import killed_copy, tiny_cfg
+from tests.helpers import SMOKE, cli, killed_copy, tiny_cfg
 
 QUIET = make_runtime("cpu", "fp32", progress=False)
-SMOKE = ["run", "--benchmark", "synthetic", "--method", "dmc", "--smoke", "--quiet"]
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    errors = [line for line in err.splitlines() if line.startswith("dmc: error:")]
-    return code, out, err, errors
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ class ShiftConfig(Section):
 
     The defaults were chosen on the regime of a held-out fifth of the training renditions (docs/results.md,
     "World v3"): a period of 4 px and amplitude 0.25 at severity 0.2 give the largest first-session gain
-    measured (NCM +5.45, analytic +3.2, classes of seed 0's and 1's first tasks); a finer period (3 px)
+    measured (NCM +5.45, analytic +3.2, seed 0's first task); a finer period (3 px)
     or a weaker grating (0.15) leaves the encoder little to learn, a coarser one (6 px) erases the glyphs.
     """
 
