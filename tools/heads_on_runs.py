@@ -1,0 +1,116 @@
+"""Discriminant heads on the Gaussian memory of finished runs: what DMC-OT's calibrated statistics would
+classify as, task by task, against the run's own text classifier.
+
+    python tools/heads_on_runs.py RUN_DIR [RUN_DIR ...] [--gamma 0.05 0.1] [--weights 0.25 1]
+
+For every run (a method that keeps a Gaussian memory, `learned["memory"]`: dmc, dmc-ot, cotrain, rapf) and
+every task t, the model after task t (`dmc.load`) scores the images of the run's evaluation split (the
+held-out validation rows when the run used `eval.split=val`, else the test split) of the classes seen so
+far with:
+- `text`: the run's own classifier (reproduces the run's A_t; a check that the images are the right ones);
+- `qda γ`: class-wise Gaussian discriminant on the memory's means and covariances (shrunk toward a scaled
+  identity by γ), on the raw image-tower features the memory is kept in (`dmc.discriminant`);
+- `lda γ`: the linear discriminant of the pooled covariance;
+- `text+qda γ w`: log-softmax of the text scores plus w times that of the QDA scores.
+It prints Avg (the mean of A_t) and Last per head and run, then their mean over the runs. The weights of
+the fusion are scored on the same images they would be chosen on: an optimistic figure, a design study and
+not a method (no head is trained or tuned here, nothing is written).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def evaluation_images(run: Path, cfg, bench) -> tuple[np.ndarray, torch.Tensor]:
+    """The run's evaluation images (uint8 (N, H, W, 3)) and their remapped labels (N,)."""
+    if cfg.eval.split == "val":
+        rows = np.asarray(json.loads((run / "val_rows.json").read_text())["rows"])
+        src = bench.source.load(cfg.data, "train")
+        items, native = src.items[rows], np.asarray(src.targets)[rows]
+    else:
+        src = bench.source.load(cfg.data, "test")
+        items, native = src.items, np.asarray(src.targets)
+    lut = {n: i for i, n in enumerate(bench.class_order)}
+    keep = np.asarray([int(n) in lut for n in native])
+    return items[keep], torch.as_tensor([lut[int(n)] for n in native[keep]])
+
+
+@torch.no_grad()
+def tower_features(method, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """Raw image-tower outputs (N, D): the space the Gaussian memory is kept in."""
+    from dmc.engine.predict import _dataset
+
+    data = _dataset(images, method.backbone.preprocess)
+    out = [method.model.visual(torch.stack([data[j][0] for j in range(i, min(i + batch, len(data)))])).float()
+           for i in range(0, len(data), batch)]
+    return torch.cat(out)
+
+
+def task_scores(run: Path, t: int, images: np.ndarray, labels: torch.Tensor, seen: torch.Tensor,
+                gammas: list[float], weights: list[float]) -> dict[str, float]:
+    import dmc
+    from dmc.discriminant import gaussian_factors, lda_scores, lda_weights, qda_scores
+
+    model = dmc.load(run, task=t, device="cpu")
+    keep = torch.isin(labels, seen)
+    imgs, y = images[keep.numpy()], torch.searchsorted(seen, labels[keep])
+    text = model.scores(imgs).double()  # (N, C): the run's own evaluation
+    feats = tower_features(model.method, imgs)
+    bank = model.method.learned["memory"]
+    means, covs = bank.means(seen.tolist()), bank.covs(seen.tolist())
+    acc = lambda s: 100.0 * float((s.argmax(1) == y).double().mean())  # noqa: E731
+    row = {"text": acc(text)}
+    for g in gammas:
+        q = qda_scores(feats, *gaussian_factors(means, covs, g))
+        row[f"qda {g:g}"] = acc(q)
+        row[f"lda {g:g}"] = acc(lda_scores(feats, *lda_weights(means, covs, g)))
+        for w in weights:
+            row[f"text+qda {g:g} {w:g}"] = acc(F.log_softmax(text, 1) + w * F.log_softmax(q.double(), 1))
+    return row
+
+
+def heads_of_run(run: Path, gammas: list[float], weights: list[float]) -> dict[str, tuple[float, float]]:
+    """Avg and Last of every head on one run."""
+    from dmc import config
+    from dmc.data.benchmark import make_benchmark
+
+    cfg = config.load(run / "config.yaml")
+    bench = make_benchmark(cfg, cfg.seed)
+    images, labels = evaluation_images(run, cfg, bench)
+    rows = []
+    for t in range(1, len(bench.tasks) + 1):
+        seen = torch.as_tensor(sorted(c for task in bench.tasks[:t] for c in task))
+        rows.append(task_scores(run, t, images, labels, seen, gammas, weights))
+        print(f"{run.name} task {t}: " + ", ".join(f"{k} {v:.1f}" for k, v in rows[-1].items() if " " not in k
+                                                   or k.startswith("qda")), file=sys.stderr, flush=True)
+    return {k: (float(np.mean([r[k] for r in rows])), rows[-1][k]) for k in rows[0]}
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--gamma", type=float, nargs="+", default=[0.05, 0.1])
+    p.add_argument("--weights", type=float, nargs="+", default=[0.25, 1.0])
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    results = {run.name: heads_of_run(run, args.gamma, args.weights) for run in args.runs}
+    heads = next(iter(results.values()))
+    print("| head | " + " | ".join(results) + " | mean Avg | mean Last |")
+    print("|---|" + "---|" * (len(results) + 2))
+    for head in heads:
+        cells = [f"{results[r][head][0]:.2f} / {results[r][head][1]:.2f}" for r in results]
+        avg = np.mean([results[r][head][0] for r in results])
+        last = np.mean([results[r][head][1] for r in results])
+        print(f"| {head} | " + " | ".join(cells) + f" | {avg:.2f} | {last:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
