@@ -52,7 +52,8 @@ def test_one_owner_at_a_time_and_a_killed_owner_lets_go(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.lockf(fd, fcntl.LOCK_EX)\n"
-        "os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); time.sleep(60)\n"),
+        "os.ftruncate(fd, 0); os.write(fd, str(os.getpid()).encode()); print('locked', flush=True)\n"
+        "time.sleep(60)\n"),
         str(out / ".lock")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
