@@ -2,6 +2,7 @@
 settings are checked, recorded and cached apart; the regime's rows for adapting the encoder."""
 from __future__ import annotations
 
+import json
 from functools import partial
 
 import numpy as np
@@ -147,3 +148,30 @@ def test_world_regime_command_on_glyphs_shift(capsys):
     ncm, an = (float(cell.split()[0]) for cell in gain.strip("|").split("|")[2:4])
     assert -100 < ncm < 100 and -100 < an < 100
     assert "validation rows of the training split" in out
+
+
+def test_joint_row_trains_joint_on_the_regimes_world_and_split(monkeypatch):
+    """`--joint` runs the `joint` method on the same world (shift included), validation split and evaluation
+    split as the regime, and returns that run's accuracy."""
+    import dmc.engine.loop as loop
+
+    cfg = config.resolve("glyphs-shift", "dmc-ot", None, ["data.world.train_per_class=3", "data.world.test_per_class=1",
+                                                           "data.world.shift.amplitude=0.1",
+                                                           "benchmark.val_fraction=0.34", "eval.split=val"])
+    seen = {}
+    real = loop.run
+
+    def spy(joint, out=None, **kwargs):
+        seen["cfg"] = joint
+        seen["path"] = real(joint, out=out, **kwargs)
+        seen["last"] = json.loads((seen["path"] / "summary.json").read_text())["last"]
+        return seen["path"]
+
+    monkeypatch.setattr(loop, "run", spy)
+    acc = regime.joint_accuracy(cfg)
+    joint = seen["cfg"]
+    assert joint.method == "joint" and joint.benchmark.name == "glyphs-shift" and joint.vision.lr == 3e-3
+    assert (joint.data.world.train_per_class, joint.data.world.shift.amplitude, joint.data.world.severity) == (3, 0.1, 0.2)
+    assert (joint.benchmark.val_fraction, joint.eval.split) == (0.34, "val")
+    assert acc == seen["last"] and 0.0 <= acc <= 100.0
+    assert not seen["path"].exists()  # the run lived in a temporary folder

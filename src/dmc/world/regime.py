@@ -38,12 +38,14 @@ class RegimeSettings:
 
 
 @torch.no_grad()
-def encode_images(model, transform_batch, images: np.ndarray, batch_size: int = 500) -> torch.Tensor:
-    """Unnormalised image features (N, D) of uint8 images (N, H, W, 3) under a frozen image tower."""
-    was_training = model.training
-    model.eval()
-    feats = [model.encode_image(transform_batch(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
-    model.train(was_training)
+def encode_images(tower, transform_batch, images: np.ndarray, batch_size: int = 500) -> torch.Tensor:
+    """Unnormalised features (N, D) of uint8 images (N, H, W, 3) under an image tower (in eval mode; the
+    tower's own mode is restored). CLIP's `encode_image` is its `visual` tower: the frozen tower and an
+    adapted copy are encoded the same way."""
+    was_training = tower.training
+    tower.eval()
+    feats = [tower(transform_batch(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+    tower.train(was_training)
     return torch.cat(feats).float()
 
 
@@ -101,21 +103,9 @@ def regime_splits(cfg) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def _encoded(backbone, splits: dict, visual=None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Features of the regime's images under the backbone's image tower (or another tower `visual`)."""
-    if visual is None:
-        encode = lambda images: encode_images(backbone.model, backbone.preprocess.batch, images)  # noqa: E731
-    else:
-        encode = lambda images: encode_tower(visual, backbone.preprocess.batch, images)  # noqa: E731
-    return {name: (encode(images), torch.as_tensor(targets)) for name, (images, targets) in splits.items()}
-
-
-@torch.no_grad()
-def encode_tower(visual, transform_batch, images: np.ndarray, batch_size: int = 500) -> torch.Tensor:
-    """Unnormalised features (N, D) of uint8 images under an image tower alone (eval mode)."""
-    was_training = visual.training
-    visual.eval()
-    feats = [visual(transform_batch(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
-    visual.train(was_training)
-    return torch.cat(feats).float()
+    tower = backbone.model.visual if visual is None else visual
+    return {name: (encode_images(tower, backbone.preprocess.batch, images), torch.as_tensor(targets))
+            for name, (images, targets) in splits.items()}
 
 
 def glyph_regime(backbone, cfg, settings: RegimeSettings = RegimeSettings(), splits: dict | None = None) -> dict:
@@ -157,17 +147,19 @@ def first_session_gain(backbone, cfg, seeds: list[int], frozen: dict, settings: 
     return rows
 
 
-def joint_accuracy(cfg, folder: Path | None = None) -> float:
+def joint_accuracy(cfg) -> float:
     """Accuracy (%) of the `joint` method (every class in one task, the benchmark's recipe for it) on the
-    regime's evaluation images: a full run, written to `folder` (a temporary folder if None)."""
+    regime's evaluation images (the world, validation split and evaluation split of `cfg`): a full run in a
+    temporary folder."""
     from dmc import config
-    from dmc.engine.loop import run
+    from dmc.config.resolve import flatten
+    from dmc.engine import loop
 
-    joint = config.resolve(cfg.benchmark.name, "joint", {"seed": cfg.seed},
-                           [f"{k}={v}" for k, v in config.flatten(config.to_dict(cfg)).items()
-                            if k.startswith(("data.", "benchmark.val", "eval.split"))])
+    keep = {k: v for k, v in flatten(config.to_dict(cfg)).items()
+            if k.startswith(("data.world.", "benchmark.val_", "eval.split"))}
+    joint = config.resolve(cfg.benchmark.name, "joint", {**keep, "seed": cfg.seed})
     with tempfile.TemporaryDirectory() as tmp:
-        path = run(joint, out=(folder or Path(tmp)) / "joint")
+        path = loop.run(joint, out=Path(tmp) / "joint")
         return float(json.loads((path / "summary.json").read_text())["last"])
 
 
