@@ -32,7 +32,8 @@ def images_of(cfg):
     return test.samples.items, [bench.class_names[c] for c in test.labels]
 
 
-@pytest.mark.parametrize("method", ["dmc-ot", "simplecil"])  # re-encoded tower / frozen tower and cached features
+# re-encoded tower / frozen tower and cached features / a method with its own `scores` on a re-encoded tower
+@pytest.mark.parametrize("method", ["dmc-ot", "simplecil", "dmc-ot-mem"])
 def test_a_loaded_run_reproduces_its_last_accuracy_exactly(trained, tmp_path, method):
     cfg = tiny_cfg(method)
     out = trained if method == "dmc-ot" else run(cfg, out=tmp_path / "run", rt=QUIET)

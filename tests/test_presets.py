@@ -51,6 +51,7 @@ EXCEPTIONS = {
     ("glyphs", "joint"): {"vision.lr": 3e-3},  # the glyph world's joint recipe (world v2), not ViT-B/16's
     ("glyphs", "dmc-ot"): {"vision.lr": 1e-5},  # world v2's validation choice (benchmarks/glyphs.yaml)
     ("glyphs", "dmc"): {"vision.lr": 1e-5},  # DMC-OT's stage 1, the same lr
+    ("glyphs", "dmc-ot-mem"): {"vision.lr": 1e-5},  # trains as DMC-OT
     ("glyphs-shift", "joint"): {"vision.lr": 3e-3},  # the glyph recipe (configs/bases/glyphs.yaml)
     ("imagenet-r", "rapf"): {"rapf.hinge_threshold": 0.6, "rapf.fusion_bias": 0.7},  # RAPF's released values
 }

@@ -26,8 +26,8 @@ def rows(section_obj, prefix: str):
                 yield from rows(value, key + ".")
             continue
         note = comments.get(name, "")
-        prov = re.findall(r"\[(paper[^\]]*|released[^\]]*|reconstruction)\]", note)
-        note = re.sub(r"\s*\[(paper[^\]]*|released[^\]]*|reconstruction)\]\s*", " ", note).strip()
+        prov = re.findall(r"\[(paper[^\]]*|released[^\]]*|reconstruction|beyond the paper)\]", note)
+        note = re.sub(r"\s*\[(paper[^\]]*|released[^\]]*|reconstruction|beyond the paper)\]\s*", " ", note).strip()
         note = note.replace("|", "/")
         yield key, value, note, prov[0] if prov else "harness"
 

@@ -138,6 +138,27 @@ class RanpacConfig(Section):
 
 
 @dataclass
+class MemHeadConfig(Section):
+    """`dmc-ot-mem` [beyond the paper]: DMC-OT whose Gaussian memory (new classes' exact statistics, old
+    classes' calibrated ones) is also a classifier, fused with the text classifier (methods/dmc_mem.py)."""
+
+    kind: str = "qda"  # [beyond the paper] qda: each class's own shrunk covariance (FeCAM-style) | lda: one pooled covariance (FSA's head) | none: text only (DMC-OT's classifier)
+    gamma: float = 0.05  # [beyond the paper] shrinkage toward tr/D * I of the head's covariances, in [0, 1)
+    logdet: bool = True  # [beyond the paper] QDA keeps each class's log-determinant (false: Mahalanobis distance only)
+    text_weight: float = 4.0  # [beyond the paper] lambda: scores = log_softmax(head) + lambda * cos(x, prompt_c); 0: head only
+    stage1: str = "every"  # [beyond the paper] when stage 1 adapts the image tower: every task | first (then frozen) | none
+
+    def check(self) -> None:
+        one_of(self, "kind", ("qda", "lda", "none"))
+        one_of(self, "stage1", ("every", "first", "none"))
+        at_least(self, 0, "text_weight")
+        if not 0.0 <= self.gamma < 1.0:
+            raise BadValue("gamma", self.gamma, "must be in [0, 1)")
+        if self.kind == "none" and self.text_weight == 0:
+            raise BadValue("text_weight", self.text_weight, "memhead.kind=none classifies by text: needs text_weight > 0")
+
+
+@dataclass
 class ProofConfig(Section):
     """PROOF's projections and fusion (Zhou et al., TPAMI 2025); exemplars follow ``memory.exemplar_*``."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from dmc.config.checks import Section, plug
-from dmc.config.methods import ProofConfig, RanpacConfig, RapfConfig
+from dmc.config.methods import MemHeadConfig, ProofConfig, RanpacConfig, RapfConfig
 from dmc.config.run import RunConfig
 from dmc.registry import Registry
 
@@ -96,6 +96,11 @@ BUILTIN = {  # name -> where the class is, its own options, what it is, what --s
     # calibration.level / relax) + task-specific prompt tokens, which stage 1's anchors leave out
     "dmc-ot": MethodSpec("dmc.methods.dmc:DMCOT", preset={"calibration.method": "ot", "prompt.task_tokens": 2,
                                                           "vision.anchors": "template"}),
+    # [beyond the paper] DMC-OT + a discriminant head on its calibrated Gaussian memory, fused with the text
+    # classifier; the paper's DMC-OT is the line above and does not change
+    "dmc-ot-mem": MethodSpec("dmc.methods.dmc_mem:DMCOTMem", "memhead", MemHeadConfig,
+                             preset={"calibration.method": "ot", "prompt.task_tokens": 2,
+                                     "vision.anchors": "template"}),
     # both modalities trained at once (what DMC decouples); everything else as DMC
     "cotrain": MethodSpec("dmc.methods.cotrain:CoTrain", preset={"calibration.method": "none"}),
     # RAPF (ECCV 2024): adapter on a frozen CLIP, Gaussian replay with RAPF's shrinkage and absolute ridge

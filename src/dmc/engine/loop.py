@@ -327,7 +327,7 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
 
 def evaluate_task(method: Method, task: Task, data: dict, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Predictions on this rank's share of the test images of all seen classes, through the method's
-    `class_features` and `image_features` hooks. With a frozen image encoder, the whole test set is
+    `class_features` and `scores` hooks (on the image tower's outputs). With a frozen image encoder, the whole test set is
     encoded once (first task) and every later evaluation applies only the method's `head`."""
     rt, test = method.rt, data["test"]
     idx = np.nonzero(np.isin(test.labels, task.seen))[0]
@@ -335,8 +335,8 @@ def evaluate_task(method: Method, task: Task, data: dict, batch_size: int) -> tu
     with torch.no_grad():
         protos = method.class_features(task.seen).float()  # (C, D)
     if not method.frozen_image_encoder:
-        preds = predict(method.image_features, protos, task.seen, subset_dataset(test, mine), rt, batch_size,
-                        desc=f"task {task.index + 1} eval")
+        preds = predict(method.model.visual, method.scores, protos, task.seen, subset_dataset(test, mine), rt,
+                        batch_size, desc=f"task {task.index + 1} eval")
         return preds, test.labels[mine]
     if "test_features" not in data:
         data["test_features"] = method.encode(test, "test features (encoded once)")[0]

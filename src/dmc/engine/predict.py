@@ -74,7 +74,7 @@ class Predictor:
             feats, _ = encode_dataset(m.model.visual, dataset, m.rt, bs, "predict")
             batches = feature_scores(m.scores, self.protos, feats)
         else:
-            batches = image_scores(m.image_features, self.protos, dataset, m.rt, bs, "predict")
+            batches = image_scores(m.model.visual, m.scores, self.protos, dataset, m.rt, bs, "predict")
         out = [s.cpu() for s in batches]
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 

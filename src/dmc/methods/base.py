@@ -2,8 +2,9 @@
 
 The loop calls, for each task: `begin_task` (structure only: new classes, new task tokens — also replayed
 on resume before the checkpoint is loaded), `train_task` (all training stages), then evaluation through
-`class_features` and `image_features` (`scores`, by default `head`, on cached features when the image
-tower is frozen). Every module that training changes is registered in `learned`, whose torch `state_dict`
+`class_features` (the classifier over the seen classes) and `scores` (the image tower's outputs against
+it; by default the cosine of `head(feats)` with each prototype), on cached tower outputs when the image
+tower is frozen. Every module that training changes is registered in `learned`, whose torch `state_dict`
 is the checkpoint. A method with `uses_exemplars` trains on its task's images plus the exemplars of old
 classes (the loop adds them) and picks its new classes' exemplars with `remember_exemplars`.
 
@@ -85,6 +86,7 @@ class Method:
         return self.template_features(classes)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """`head` of the image tower's outputs (B, D): the features a cosine classifier compares."""
         return self.head(self.model.visual(images))  # (B, D), normalised
 
     def head(self, feats: torch.Tensor) -> torch.Tensor:
@@ -92,8 +94,9 @@ class Method:
         return F.normalize(feats, dim=-1)
 
     def scores(self, feats: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
-        """(B, C) scores of cached image-encoder outputs feats (B, D) against `class_features` protos; the
-        prediction is their argmax. Default: the cosine of `head(feats)` with each prototype."""
+        """(B, C) scores of image-tower outputs feats (B, D, float32; cached when the tower is frozen) against
+        `class_features` protos; the prediction is their argmax. Default: the cosine of `head(feats)` with
+        each prototype."""
         return self.head(feats).float() @ protos.t()
 
     def observe(self, event: str, task: Task, **data: Any) -> dict:

@@ -70,11 +70,17 @@ class PromptReplay(Method):
         """Whether stage 1 itself compares the tower with its copy from before the task."""
         return False
 
+    def adapts_tower(self, task: Task) -> bool:
+        """Whether `stage1` may change the image tower in this task; when it cannot, the stored statistics
+        are still exact and nothing is calibrated (a method that adapts on some tasks only says so here)."""
+        return True
+
     # ---- the memory step
     def tower_before(self, task: Task) -> nn.Module | None:
         """A frozen copy of the image tower before this task trains it, kept when something compares with
         it: the calibration (the task's images under the old tower) or stage 1 (`keeps_tower`)."""
-        if task.index == 0 or not (self.calibration.needs_features or self.keeps_tower()):
+        if task.index == 0 or not self.adapts_tower(task) or not (self.calibration.needs_features
+                                                                   or self.keeps_tower()):
             return None
         return copy.deepcopy(self.model.visual).eval()
 
@@ -85,7 +91,7 @@ class PromptReplay(Method):
         if task.index > 0:
             old = task.old
             stored = self.bank.means(old), self.bank.covs(old)  # (O, D), (O, D, D) or (O, D)
-            if self.calibration.needs_features:
+            if self.calibration.needs_features and self.adapts_tower(task):
                 old_feats, _ = self.encode(task.train_plain, "old-encoder features", visual=before)
                 means, covs, _ = self.calibration(*stored, old_feats, feats, task.generator_on(self.rt.device))
                 for i, c in enumerate(old):

@@ -5,7 +5,6 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dmc import faults
@@ -14,16 +13,18 @@ from dmc.training.runtime import Runtime
 
 
 @torch.inference_mode()
-def image_scores(image_features: Callable[[torch.Tensor], torch.Tensor], protos: torch.Tensor,
-                 dataset: ImageDataset, rt: Runtime, batch_size: int, desc: str = "eval") -> Iterator[torch.Tensor]:
-    """Per batch of the dataset (in order), the scores (B, C) cos(image_features(x), protos) against the
-    normalised prototypes protos (C, D): what evaluation and `dmc predict` rank classes by."""
+def image_scores(visual: Callable[[torch.Tensor], torch.Tensor], score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 protos: torch.Tensor, dataset: ImageDataset, rt: Runtime, batch_size: int,
+                 desc: str = "eval") -> Iterator[torch.Tensor]:
+    """Per batch of the dataset (in order), the scores (B, C) `score(visual(x), protos)`: the method's
+    `scores` hook on the image tower's outputs (float32), against its `class_features` protos. What
+    evaluation and `dmc predict` rank classes by."""
     loader = rt.loader(dataset, batch_size)
     for x, _ in tqdm(loader, desc=desc, leave=False, disable=not rt.bars):
         faults.point(f"predict:{desc}")
         with rt.autocast():
-            feats = image_features(x.to(rt.device, non_blocking=True))
-        yield F.normalize(feats.float(), dim=-1) @ protos.t()  # (B, C)
+            feats = visual(x.to(rt.device, non_blocking=True))
+        yield score(feats.float(), protos).float()  # (B, C)
 
 
 @torch.inference_mode()
@@ -35,10 +36,11 @@ def feature_scores(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
         yield score(f, protos).float()
 
 
-def predict(image_features: Callable[[torch.Tensor], torch.Tensor], protos: torch.Tensor, seen: list[int],
-            dataset: ImageDataset, rt: Runtime, batch_size: int, desc: str = "eval") -> np.ndarray:
+def predict(visual: Callable[[torch.Tensor], torch.Tensor], score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+            protos: torch.Tensor, seen: list[int], dataset: ImageDataset, rt: Runtime, batch_size: int,
+            desc: str = "eval") -> np.ndarray:
     """Predicted remapped labels (N,) for every sample: argmax of `image_scores` over the `seen` classes."""
-    return _argmax(image_scores(image_features, protos, dataset, rt, batch_size, desc), seen, rt.device)
+    return _argmax(image_scores(visual, score, protos, dataset, rt, batch_size, desc), seen, rt.device)
 
 
 def predict_features(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], protos: torch.Tensor,
