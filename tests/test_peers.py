@@ -1,4 +1,4 @@
-"""RanPAC, SimpleCIL and PROOF on the tiny CLIP: 3-task runs, what each keeps, and exact resumes."""
+"""RanPAC, SimpleCIL, PROOF and FSA on the tiny CLIP: 3-task runs, what each keeps, and exact resumes."""
 import json
 
 import numpy as np
@@ -101,6 +101,37 @@ def test_simplecil_is_the_nearest_class_mean(tmp_path):
     assert torch.equal(pred, ncm_predict(test, means))
 
 
+def test_fsa_adapts_once_and_is_the_lda_of_the_frozen_features(tmp_path):
+    """FSA: the tower changes on the first task only; then its scores are the Gaussian log-densities of the
+    classes' exact statistics under one pooled shrunk covariance (up to one constant for every class)."""
+    gamma = 0.1
+    cfg = tiny_cfg("fsa", fsa__gamma=gamma)
+    _, _, bench, data, fsa, _ = prepare(cfg, tmp_path / "run", None, QUIET)
+    before = {k: v.clone() for k, v in fsa.model.visual.state_dict().items()}
+    towers = []
+    for t in range(3):
+        task = make_task(t, bench, data, cfg.seed)
+        fsa.begin_task(task)
+        assert ("adapt_loss" in fsa.train_task(task)) == (t == 0)
+        towers.append({k: v.clone() for k, v in fsa.model.visual.state_dict().items()})
+    assert any(not torch.equal(before[k], towers[0][k]) for k in before)
+    assert all(torch.equal(towers[0][k], towers[2][k]) for k in before)
+    classes = sorted(c for t in bench.tasks for c in t)
+    feats, labels = fsa.encode(data["train_plain"], "train")
+    means = torch.stack([feats[labels == c].double().mean(0) for c in classes])  # (C, D)
+    torch.testing.assert_close(fsa.bank.means(classes).double(), means, rtol=1e-5, atol=1e-5)
+    covs = fsa.bank.covs(classes).double()
+    pooled = covs.mean(0)
+    pooled = (1 - gamma) * pooled + gamma * pooled.diagonal().mean() * torch.eye(len(pooled), dtype=torch.float64)
+    x = fsa.encode(data["test"], "test")[0][:9]
+    want = torch.stack([torch.distributions.MultivariateNormal(m, pooled).log_prob(x.double()) for m in means], 1)
+    got = fsa.scores(x, fsa.class_features(classes)).double()
+    quad = -0.5 * torch.einsum("nd,de,ne->n", x.double(), torch.linalg.inv(pooled), x.double())  # same for all c
+    torch.testing.assert_close(got + quad[:, None] - want, (got + quad[:, None] - want)[:, :1].expand_as(got),
+                               rtol=0, atol=1e-2)  # float32 scores of size ~100
+    assert torch.equal(got.argmax(1), want.argmax(1))
+
+
 def test_proof_keeps_earlier_projections_prompts_and_prototypes_bit_identical(tmp_path):
     cfg, _, bench, data, proof, _ = prepare(tiny_cfg("proof", proof__epochs=2, proof__lr=0.05), tmp_path / "run",
                                             None, QUIET)
@@ -168,4 +199,4 @@ def test_proof_resume_restores_exemplars_and_selects_nothing_again(tmp_path, mon
 def test_list_shows_the_peers(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert all(m in out for m in ("ranpac", "simplecil", "proof"))
+    assert all(m in out for m in ("ranpac", "simplecil", "proof", "fsa", "dmc-ot-mem"))

@@ -159,6 +159,18 @@ class MemHeadConfig(Section):
 
 
 @dataclass
+class FsaConfig(Section):
+    """FSA's first-session adaptation and LDA head (Panos et al., ICCV 2023)."""
+
+    adapt: bool = True  # [paper: FSA] adapt the image tower on the first task (the vision.* recipe against template text), then freeze it
+    gamma: float = 0.05  # [reconstruction] shrinkage of the pooled covariance toward tr/D * I, in [0, 1)
+
+    def check(self) -> None:
+        if not 0.0 <= self.gamma < 1.0:
+            raise BadValue("gamma", self.gamma, "must be in [0, 1)")
+
+
+@dataclass
 class ProofConfig(Section):
     """PROOF's projections and fusion (Zhou et al., TPAMI 2025); exemplars follow ``memory.exemplar_*``."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from dmc.config.checks import Section, plug
-from dmc.config.methods import MemHeadConfig, ProofConfig, RanpacConfig, RapfConfig
+from dmc.config.methods import FsaConfig, MemHeadConfig, ProofConfig, RanpacConfig, RapfConfig
 from dmc.config.run import RunConfig
 from dmc.registry import Registry
 
@@ -112,6 +112,8 @@ BUILTIN = {  # name -> where the class is, its own options, what it is, what --s
     # PROOF (TPAMI 2025): projections and fusion on a frozen CLIP, 20 exemplars per class chosen by herding
     "proof": MethodSpec("dmc.methods.proof:Proof", "proof", ProofConfig, smoke={"epochs": 1},
                         preset={"memory.exemplars_per_class": 20, "memory.exemplar_selection": "herding"}),
+    # FSA (ICCV 2023): first-session adaptation, then an LDA head on the frozen tower's class statistics
+    "fsa": MethodSpec("dmc.methods.fsa:FSA", "fsa", FsaConfig),
     "simplecil": MethodSpec("dmc.methods.simplecil:SimpleCIL"),  # nearest class mean of frozen features
 }
 for _name, _spec in BUILTIN.items():

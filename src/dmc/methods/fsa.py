@@ -1,0 +1,61 @@
+"""FSA: first-session adaptation of the image tower, then a linear discriminant (LDA) head on frozen features.
+
+Reconstructed from Panos, Kobe, Reino, Aljundi, Cipolla, "First Session Adaptation: A Strong Replay-Free
+Baseline for Class-Incremental Learning" (ICCV 2023). The image tower is adapted on the first task only
+(``fsa.adapt``: here the ``vision.*`` recipe of ``stages.train_vision`` against the template text of the
+first task's classes, as ``ranpac.adapt``; FSA adapts with a linear head and no text), then frozen for good.
+Every class's mean and covariance of the frozen features are kept (``memory.*``, the Gaussian memory DMC
+uses; exact, since the tower no longer changes), and the classifier is the LDA of the pooled covariance,
+the mean of the classes' covariances shrunk by ``fsa.gamma`` toward tr/D * I (``dmc.discriminant``): class
+c scores w_c^T x + b_c. No text at test time, no image kept.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from dmc.discriminant import lda_weights
+from dmc.memory.gaussian import GaussianBank
+from dmc.methods.base import Method
+from dmc.methods.stages import train_vision
+from dmc.training.task import Task
+
+
+class FSA(Method):
+    uses = ("vision", "memory")  # the first-task adaptation's recipe; how class statistics are estimated
+    frozen_image_encoder = True  # frozen, or adapted on the first task only (before the test set is encoded)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.bank = GaussianBank(self.cfg.memory, device=self.rt.device)
+        self.learned["memory"] = self.bank
+        if self.opts.adapt:
+            self.learned["visual"] = self.model.visual
+
+    def train_task(self, task: Task) -> dict:
+        info: dict = {"time_s": {}}
+        if self.opts.adapt and task.index == 0:
+            clock = time.time()
+            info["adapt_loss"] = train_vision(self.model.visual, self.template_features(task.classes), task.classes,
+                                              task, self.cfg.vision, self.rt, self.scale(), desc="first-task adaptation")
+            info["time_s"]["adapt"] = time.time() - clock
+        clock = time.time()
+        feats, labels = self.encode(task.train_plain, f"task {task.index + 1} features")
+        for c in task.classes:
+            self.bank.add(c, feats[labels == c])
+        info["time_s"]["memory"] = time.time() - clock
+        return info
+
+    # ---- evaluation: scores = [x, 1] . [w_c, b_c]
+    @torch.no_grad()
+    def class_features(self, classes: list[int]) -> torch.Tensor:
+        """The LDA weights and bias of `classes`, (C, D + 1) float32."""
+        covs = self.bank.covs(classes)
+        covs = torch.diag_embed(covs) if covs.ndim == 2 else covs  # memory.covariance=diag
+        w, b = lda_weights(self.bank.means(classes), covs, self.opts.gamma)
+        return torch.cat([w, b[:, None]], dim=1).float()
+
+    def head(self, feats: torch.Tensor) -> torch.Tensor:
+        """[x, 1] (B, D + 1), not normalised: the LDA is fitted on the raw tower outputs."""
+        return torch.cat([feats.float(), feats.new_ones(feats.shape[0], 1, dtype=torch.float32)], dim=1)
