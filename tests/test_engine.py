@@ -104,7 +104,7 @@ def test_a_method_that_trains_the_tower_is_never_evaluated_on_cached_features():
     preds, labels = evaluate_task(method, tasks[1], data, 64)
     protos = method.class_features(tasks[1].seen).float()
     test = data["test"]
-    fresh = predict(method.image_features, protos, tasks[1].seen, test, QUIET, 64)
+    fresh = predict(method.model.visual, method.scores, protos, tasks[1].seen, test, QUIET, 64)
     assert (preds == fresh[np.isin(test.labels, tasks[1].seen)]).all()
     assert "visual" in method.learned  # and its tower is checkpointed
 
