@@ -143,9 +143,9 @@ class MemHeadConfig(Section):
     classes' calibrated ones) is also a classifier, fused with the text classifier (methods/dmc_mem.py)."""
 
     kind: str = "qda"  # [beyond the paper] qda: each class's own shrunk covariance (FeCAM-style) | lda: one pooled covariance (FSA's head) | none: text only (DMC-OT's classifier)
-    gamma: float = 0.05  # [beyond the paper] shrinkage toward tr/D * I of the head's covariances, in [0, 1)
+    gamma: float = 0.02  # [beyond the paper] shrinkage toward tr/D * I of the head's covariances, in [0, 1); chosen on validation (v2 and v3, seeds 0-2)
     logdet: bool = True  # [beyond the paper] QDA keeps each class's log-determinant (false: Mahalanobis distance only)
-    text_weight: float = 4.0  # [beyond the paper] lambda: scores = log_softmax(head) + lambda * cos(x, prompt_c); 0: head only
+    text_weight: float = 32.0  # [beyond the paper] lambda: scores = log_softmax(head) + lambda * cos(x, prompt_c); 0: head only; chosen on validation (v2 and v3, seeds 0-2)
     stage1: str = "every"  # [beyond the paper] when stage 1 adapts the image tower: every task | first (then frozen) | none
 
     def check(self) -> None:
