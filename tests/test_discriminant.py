@@ -48,3 +48,24 @@ def test_lda_is_qda_with_one_shared_covariance_minus_what_every_class_shares():
     quad = -0.5 * (x @ torch.linalg.solve(pooled[0], x.T)).diagonal()  # the x^T Sigma^-1 x term, per row
     assert torch.allclose(qda - lin, (quad - 0.5 * logdet[0])[:, None].expand(10, 4), atol=1e-4)
     assert torch.equal(qda.argmax(1), lin.argmax(1))
+
+
+def test_student_t_scores_are_multivariate_t_log_densities_up_to_one_constant():
+    from scipy.stats import multivariate_t
+
+    from dmc.discriminant import student_t_scores
+
+    means, covs = _random_stats()
+    x = torch.randn(10, 6, dtype=torch.float64)
+    mu, chol, logdet = gaussian_factors(means, covs, 0.0)
+    for dof in (3.0, 20.0):
+        scores = student_t_scores(x, mu, chol, logdet, dof).double()  # (10, 4)
+        ref = torch.stack([torch.as_tensor(multivariate_t(means[c].numpy(), covs[c].numpy(), df=dof).logpdf(x.numpy()))
+                           for c in range(4)], 1)
+        gap = scores - ref  # one constant of dof and D, the same for every class and sample
+        assert torch.allclose(gap, torch.full_like(gap, float(gap[0, 0])), atol=1e-4)
+    # many degrees of freedom: the Gaussian (QDA) scores
+    far = student_t_scores(x, mu, chol, logdet, 1e7).double()
+    assert torch.allclose(far, qda_scores(x, mu, chol, logdet).double(), atol=1e-3)
+    with pytest.raises(ValueError):
+        student_t_scores(x, mu, chol, logdet, 0.0)

@@ -53,7 +53,8 @@ def test_qda_head_is_the_gaussian_log_likelihood_of_the_memory():
     """With a frozen tower the memory holds every class's exact statistics (nothing calibrated), and the
     head's scores are the multivariate normal log-densities of those statistics, shrunk by gamma."""
     gamma = 0.1
-    m, bench, data, cfg = _method(memhead__stage1="none", memhead__gamma=gamma, memhead__text_weight=0.0)
+    m, bench, data, cfg = _method(memhead__kind="qda", memhead__stage1="none", memhead__gamma=gamma,
+                                  memhead__text_weight=0.0)
     states, task = _tasks(m, bench, data, cfg, 2)
     assert all(torch.equal(states[0][0][k], states[1][0][k]) for k in states[0][0]), "stage1=none: tower frozen"
     feats, labels = m.encode(task.reference(bench.tasks[0]), "old classes")
@@ -72,6 +73,26 @@ def test_qda_head_is_the_gaussian_log_likelihood_of_the_memory():
     assert torch.allclose(got - 0.5 * d * math.log(2 * math.pi), want, rtol=1e-4, atol=1e-3)
     fused = m.scores(x, protos)  # text_weight 0: the head's log-posterior alone
     assert torch.allclose(fused.double(), torch.log_softmax(want, 1), atol=1e-3)
+
+
+def test_t_head_is_the_student_t_log_density_of_the_memory():
+    """memhead.kind=t reads the same (shrunk) statistics as multivariate t densities with memhead.dof
+    degrees of freedom: equal to scipy's log-densities up to one constant."""
+    from scipy.stats import multivariate_t
+
+    gamma, dof = 0.1, 7.0
+    m, bench, data, cfg = _method(memhead__kind="t", memhead__dof=dof, memhead__gamma=gamma)
+    _, task = _tasks(m, bench, data, cfg, 1)
+    seen = task.seen
+    m.class_features(seen)
+    x, _ = m.encode(task.train_plain, "features")
+    x = x[:9]
+    got = m.head_scores(x).double()  # (9, C)
+    covs = shrink_to_identity(m.bank.covs(seen).double(), gamma)
+    want = torch.stack([torch.as_tensor(multivariate_t(mu.double().numpy(), cov.numpy(), df=dof).logpdf(x.double().numpy()))
+                        for mu, cov in zip(m.bank.means(seen), covs)], dim=1)
+    gap = got - want
+    assert torch.allclose(gap, torch.full_like(gap, float(gap[0, 0])), atol=1e-3)
 
 
 def test_text_weight_fuses_the_two_classifiers():
@@ -100,7 +121,8 @@ def test_stage1_first_adapts_once_and_then_calibrates_nothing():
 
 @pytest.mark.parametrize("key, value, says", [("memhead.kind", "knn", "choose one of"),
                                               ("memhead.stage1", "last", "choose one of"),
-                                              ("memhead.gamma", 1.0, "must be in [0, 1)")])
+                                              ("memhead.gamma", 1.0, "must be in [0, 1)"),
+                                              ("memhead.dof", 0.0, "must be > 0")])
 def test_bad_settings_fail_in_one_line(key, value, says):
     with pytest.raises(BadValue, match=says.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         config.resolve("synthetic", "dmc-ot-mem", {key: value})

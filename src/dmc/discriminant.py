@@ -9,6 +9,11 @@ memory keeps, exemplar-free), the Gaussian class-conditional log-likelihood of a
 - QDA / class-wise Mahalanobis (FeCAM: Goswami et al., NeurIPS 2023) scores x with each class's own
   shrunk covariance, log-determinant included (`logdet=False` leaves it out: FeCAM's plain Mahalanobis
   distance).
+- Student-t (the heavy-tailed counterpart of QDA): the multivariate t log-density with nu degrees of
+  freedom, location mu_c and scale Sigma_c, -(nu + D)/2 log(1 + d_c^2 / nu) - 1/2 log det Sigma_c + const,
+  with d_c^2 the Mahalanobis distance; a point far from every class loses less than under the Gaussian,
+  so a few covariance directions that are badly estimated (classes of ~100 samples in D >= 128) weigh
+  less. nu -> infinity gives QDA.
 - LDA (the head of FSA: Panos et al., ICCV 2023) shares one covariance, the mean of the classes'
   covariances (each class weighs the same, whatever its sample count), shrunk; the scores are then linear
   in x: w_c^T x + b_c with w_c = Sigma^-1 mu_c, b_c = -1/2 mu_c^T Sigma^-1 mu_c.
@@ -44,14 +49,33 @@ def gaussian_factors(means: Tensor, covs: Tensor, gamma: float) -> tuple[Tensor,
     return means.to(torch.float64), chol, logdet
 
 
-def qda_scores(x: Tensor, means: Tensor, chol: Tensor, logdet: Tensor | None) -> Tensor:
-    """-1/2 [(x - mu_c)^T Sigma_c^-1 (x - mu_c) + log det Sigma_c] (N, C) for features x (N, D), from
-    `gaussian_factors` (logdet None: the Mahalanobis term alone). One triangular solve per class."""
+def mahalanobis(x: Tensor, means: Tensor, chol: Tensor) -> Tensor:
+    """Squared Mahalanobis distances (N, C), float64, of features x (N, D) to each class of
+    `gaussian_factors` (means, Cholesky factors). One triangular solve per class."""
     x = x.to(torch.float64)
     diff = x[None, :, :] - means[:, None, :]  # (C, N, D)
     white = torch.linalg.solve_triangular(chol, diff.transpose(1, 2), upper=False)  # (C, D, N)
-    maha = white.pow(2).sum(1).T  # (N, C)
+    return white.pow(2).sum(1).T  # (N, C)
+
+
+def qda_scores(x: Tensor, means: Tensor, chol: Tensor, logdet: Tensor | None) -> Tensor:
+    """-1/2 [(x - mu_c)^T Sigma_c^-1 (x - mu_c) + log det Sigma_c] (N, C) for features x (N, D), from
+    `gaussian_factors` (logdet None: the Mahalanobis term alone)."""
+    maha = mahalanobis(x, means, chol)
     scores = -0.5 * (maha + logdet[None, :]) if logdet is not None else -0.5 * maha
+    return scores.float()
+
+
+def student_t_scores(x: Tensor, means: Tensor, chol: Tensor, logdet: Tensor | None, dof: float) -> Tensor:
+    """-(dof + D)/2 log(1 + d_c^2 / dof) - 1/2 log det Sigma_c (N, C): the multivariate Student-t
+    log-density with `dof` degrees of freedom, location mu_c and scale Sigma_c (from `gaussian_factors`),
+    up to a constant shared by every class (logdet None: without the log-determinant)."""
+    if not dof > 0:
+        raise ValueError(f"degrees of freedom must be > 0, got {dof}")
+    maha = mahalanobis(x, means, chol)  # (N, C)
+    scores = -0.5 * (dof + means.shape[1]) * torch.log1p(maha / dof)
+    if logdet is not None:
+        scores = scores - 0.5 * logdet[None, :]
     return scores.float()
 
 

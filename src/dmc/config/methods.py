@@ -142,14 +142,17 @@ class MemHeadConfig(Section):
     """`dmc-ot-mem` [beyond the paper]: DMC-OT whose Gaussian memory (new classes' exact statistics, old
     classes' calibrated ones) is also a classifier, fused with the text classifier (methods/dmc_mem.py)."""
 
-    kind: str = "qda"  # [beyond the paper] qda: each class's own shrunk covariance (FeCAM-style) | lda: one pooled covariance (FSA's head) | none: text only (DMC-OT's classifier)
+    kind: str = "t"  # [beyond the paper] qda: each class's own shrunk covariance (FeCAM-style) | t: the same statistics read as Student-t densities (memhead.dof) | lda: one pooled covariance (FSA's head) | none: text only (DMC-OT's classifier); t chosen on validation (v2 and v3, seeds 0-2)
     gamma: float = 0.02  # [beyond the paper] shrinkage toward tr/D * I of the head's covariances, in [0, 1); chosen on validation (v2 and v3, seeds 0-2)
+    dof: float = 20.0  # [beyond the paper] degrees of freedom of memhead.kind=t (large: QDA); 10-50 level on validation
     logdet: bool = True  # [beyond the paper] QDA keeps each class's log-determinant (false: Mahalanobis distance only)
-    text_weight: float = 32.0  # [beyond the paper] lambda: scores = log_softmax(head) + lambda * cos(x, prompt_c); 0: head only; chosen on validation (v2 and v3, seeds 0-2)
+    text_weight: float = 64.0  # [beyond the paper] lambda: scores = log_softmax(head) + lambda * cos(x, prompt_c); 0: head only; chosen on validation (v2 and v3, seeds 0-2)
     stage1: str = "every"  # [beyond the paper] when stage 1 adapts the image tower: every task | first (then frozen) | none
 
     def check(self) -> None:
-        one_of(self, "kind", ("qda", "lda", "none"))
+        one_of(self, "kind", ("qda", "t", "lda", "none"))
+        if not self.dof > 0:
+            raise BadValue("dof", self.dof, "must be > 0")
         one_of(self, "stage1", ("every", "first", "none"))
         at_least(self, 0, "text_weight")
         if not 0.0 <= self.gamma < 1.0:

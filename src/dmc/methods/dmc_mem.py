@@ -8,8 +8,9 @@ trains exactly as DMC-OT (stage 1, the memory step, stage 2; `dmc.methods.dmc`) 
 
 with p_c the learned prompt of class c (DMC-OT's classifier) and head(x) a Gaussian discriminant computed
 from the memory (`dmc.discriminant`): QDA, each class's own covariance shrunk by gamma toward tr/D * I
-(FeCAM's class-wise Mahalanobis with the log-determinant), or LDA, one pooled shrunk covariance (FSA's
-head). `memhead.kind=none` is DMC-OT's own classifier; `memhead.text_weight=0` the head alone.
+(FeCAM's class-wise Mahalanobis with the log-determinant), the same statistics read as Student-t
+densities (heavier tails than the Gaussian: a badly estimated covariance direction weighs less), or LDA,
+one pooled shrunk covariance (FSA's head). `memhead.kind=none` is DMC-OT's own classifier; `memhead.text_weight=0` the head alone.
 `memhead.stage1` says when stage 1 adapts the tower (every task as DMC-OT, the first task only, never):
 when it does not, the stored statistics are exact and nothing is calibrated.
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmc.discriminant import gaussian_factors, lda_scores, lda_weights, qda_scores
+from dmc.discriminant import gaussian_factors, lda_scores, lda_weights, qda_scores, student_t_scores
 from dmc.methods.dmc import DMCOT
 from dmc.training.task import Task
 
@@ -55,9 +56,9 @@ class DMCOTMem(DMCOT):
             means, covs = self.bank.means(classes), self.bank.covs(classes)  # (C, D), (C, D, D) or (C, D)
             if covs.ndim == 2:  # memory.covariance=diag
                 covs = torch.diag_embed(covs)
-            if h.kind == "qda":
+            if h.kind in ("qda", "t"):
                 mu, chol, logdet = gaussian_factors(means, covs, h.gamma)
-                self._head = (len(classes), "qda", (mu, chol, logdet if h.logdet else None))
+                self._head = (len(classes), h.kind, (mu, chol, logdet if h.logdet else None))
             else:
                 self._head = (len(classes), "lda", lda_weights(means, covs, h.gamma))
         return super().class_features(classes)
@@ -66,6 +67,8 @@ class DMCOTMem(DMCOT):
         """(B, C) discriminant scores of image-tower outputs feats (B, D) over the classes of the last
         `class_features` call."""
         _, kind, factors = self._head
+        if kind == "t":
+            return student_t_scores(feats, *factors, self.opts.dof)
         return qda_scores(feats, *factors) if kind == "qda" else lda_scores(feats, *factors)
 
     def scores(self, feats: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
