@@ -74,17 +74,23 @@ def test_ranpac_text_weight_adds_zero_shot_cosines(tmp_path):
     torch.testing.assert_close(ranpac.scores(x, ranpac.class_features(classes)), expected.float(), rtol=1e-4, atol=1e-4)
 
 
+def _towers_per_task(method, bench, data, seed, n):
+    """The image tower's weights before training and after each of the first n tasks; asserts that only the
+    first task reports an adaptation loss."""
+    before = {k: v.clone() for k, v in method.model.visual.state_dict().items()}
+    towers = []
+    for t in range(n):
+        task = make_task(t, bench, data, seed)
+        method.begin_task(task)
+        assert ("adapt_loss" in method.train_task(task)) == (t == 0)
+        towers.append({k: v.clone() for k, v in method.model.visual.state_dict().items()})
+    return before, towers
+
+
 def test_ranpac_first_task_adaptation_changes_the_tower_once(tmp_path):
     cfg = tiny_cfg("ranpac", ranpac__dim=64, ranpac__adapt=True)
     cfg_, _, bench, data, ranpac, _ = prepare(cfg, tmp_path / "run", None, QUIET)
-    before = {k: v.clone() for k, v in ranpac.model.visual.state_dict().items()}
-    towers = []
-    for t in range(2):
-        task = make_task(t, bench, data, cfg.seed)
-        ranpac.begin_task(task)
-        info = ranpac.train_task(task)
-        towers.append({k: v.clone() for k, v in ranpac.model.visual.state_dict().items()})
-        assert ("adapt_loss" in info) == (t == 0)
+    before, towers = _towers_per_task(ranpac, bench, data, cfg.seed, 2)
     assert any(not torch.equal(before[k], towers[0][k]) for k in before)
     assert all(torch.equal(towers[0][k], towers[1][k]) for k in before)
     assert "visual.transformer.resblocks.0.attn.in_proj_weight" in ranpac.learned.state_dict()
@@ -107,13 +113,7 @@ def test_fsa_adapts_once_and_is_the_lda_of_the_frozen_features(tmp_path):
     gamma = 0.1
     cfg = tiny_cfg("fsa", fsa__gamma=gamma)
     _, _, bench, data, fsa, _ = prepare(cfg, tmp_path / "run", None, QUIET)
-    before = {k: v.clone() for k, v in fsa.model.visual.state_dict().items()}
-    towers = []
-    for t in range(3):
-        task = make_task(t, bench, data, cfg.seed)
-        fsa.begin_task(task)
-        assert ("adapt_loss" in fsa.train_task(task)) == (t == 0)
-        towers.append({k: v.clone() for k, v in fsa.model.visual.state_dict().items()})
+    before, towers = _towers_per_task(fsa, bench, data, cfg.seed, 3)
     assert any(not torch.equal(before[k], towers[0][k]) for k in before)
     assert all(torch.equal(towers[0][k], towers[2][k]) for k in before)
     classes = sorted(c for t in bench.tasks for c in t)

@@ -18,7 +18,7 @@ import torch
 from dmc.discriminant import lda_weights
 from dmc.memory.gaussian import GaussianBank
 from dmc.methods.base import Method
-from dmc.methods.stages import train_vision
+from dmc.methods.stages import adapt_first_session
 from dmc.training.task import Task
 
 
@@ -36,10 +36,7 @@ class FSA(Method):
     def train_task(self, task: Task) -> dict:
         info: dict = {"time_s": {}}
         if self.opts.adapt and task.index == 0:
-            clock = time.time()
-            info["adapt_loss"] = train_vision(self.model.visual, self.template_features(task.classes), task.classes,
-                                              task, self.cfg.vision, self.rt, self.scale(), desc="first-task adaptation")
-            info["time_s"]["adapt"] = time.time() - clock
+            info["adapt_loss"], info["time_s"]["adapt"] = adapt_first_session(self, task)
         clock = time.time()
         feats, labels = self.encode(task.train_plain, f"task {task.index + 1} features")
         for c in task.classes:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from dmc.analytic import one_hot, random_features, random_projection, ridge_solve, ridge_sums, select_ridge
 from dmc.methods.base import Method
-from dmc.methods.stages import train_vision
+from dmc.methods.stages import adapt_first_session
 from dmc.training.features import label_lut
 from dmc.training.runtime import derive_seed
 from dmc.training.task import Task
@@ -118,10 +118,7 @@ class RanPAC(Method):
         r = self.opts
         info: dict = {"time_s": {}}
         if r.adapt and task.index == 0:
-            clock = time.time()
-            info["adapt_loss"] = train_vision(self.model.visual, self.template_features(task.classes), task.classes,
-                                              task, self.cfg.vision, self.rt, self.scale(), desc="first-task adaptation")
-            info["time_s"]["adapt"] = time.time() - clock
+            info["adapt_loss"], info["time_s"]["adapt"] = adapt_first_session(self, task)
         clock = time.time()
         feats, labels = self.encode(task.train_plain, f"task {task.index + 1} features")
         info["time_s"]["features"] = time.time() - clock

@@ -5,7 +5,8 @@ config section, the runtime, CLIP's logit scale), so it can be called, and teste
 """
 from __future__ import annotations
 
-from typing import Callable
+import time
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,15 @@ def train_vision(visual: nn.Module, anchors: Anchors, classes: list[int], task: 
         for p in visual.parameters():
             p.requires_grad_(False)
         visual.eval()
+
+
+def adapt_first_session(method: Any, task: Task) -> tuple[list[float], float]:
+    """First-session adaptation (RanPAC's and FSA's `adapt`): the method's image tower trained on `task`
+    with the `vision.*` recipe against the template text of its classes. (per-epoch losses, seconds)."""
+    clock = time.time()
+    loss = train_vision(method.model.visual, method.template_features(task.classes), task.classes, task,
+                        method.cfg.vision, method.rt, method.scale(), desc="first-task adaptation")
+    return loss, time.time() - clock
 
 
 def train_prompts(learner: nn.Module, feats: torch.Tensor, labels: torch.Tensor, classes: list[int], task: Task,
