@@ -1,20 +1,22 @@
 """Discriminant heads on the Gaussian memory of finished runs: what DMC-OT's calibrated statistics would
 classify as, task by task, against the run's own text classifier.
 
-    python tools/heads_on_runs.py RUN_DIR [RUN_DIR ...] [--gamma 0.05 0.1] [--weights 0.25 1]
+    python tools/heads_on_runs.py RUN_DIR [RUN_DIR ...] [--gamma 0.02 0.05] [--dof 20] [--weights 32 64]
 
 For every run (a method that keeps a Gaussian memory, `learned["memory"]`: dmc, dmc-ot, cotrain, rapf) and
 every task t, the model after task t (`dmc.load`) scores the images of the run's evaluation split (the
 held-out validation rows when the run used `eval.split=val`, else the test split) of the classes seen so
 far with:
 - `text`: the run's own classifier (reproduces the run's A_t; a check that the images are the right ones);
+- `cos`: the cosine of the image features with the method's class features (DMC's prompts);
 - `qda γ`: class-wise Gaussian discriminant on the memory's means and covariances (shrunk toward a scaled
   identity by γ), on the raw image-tower features the memory is kept in (`dmc.discriminant`);
+- `tν γ`: the same statistics read as multivariate Student-t densities with ν degrees of freedom;
 - `lda γ`: the linear discriminant of the pooled covariance;
-- `text+qda γ w`: log-softmax of the text scores plus w times that of the QDA scores.
-It prints Avg (the mean of A_t) and Last per head and run, then their mean over the runs. The weights of
-the fusion are scored on the same images they would be chosen on: an optimistic figure, a design study and
-not a method (no head is trained or tuned here, nothing is written).
+- `<head> + λ·cos`: log-softmax of the head plus λ times the cosine, `dmc-ot-mem`'s classifier.
+It prints Avg (the mean of A_t) and Last per head and run, then their mean over the runs. Run it on
+validation runs to choose a head (`dmc-ot-mem`'s defaults were chosen so, docs/results.md): the figures are
+scored on the images given, and nothing is trained or written.
 """
 from __future__ import annotations
 
@@ -54,29 +56,35 @@ def tower_features(method, images: np.ndarray, batch: int = 256) -> torch.Tensor
 
 
 def task_scores(run: Path, t: int, images: np.ndarray, labels: torch.Tensor, seen: torch.Tensor,
-                gammas: list[float], weights: list[float]) -> dict[str, float]:
+                gammas: list[float], weights: list[float], dofs: list[float] = ()) -> dict[str, float]:
     import dmc
-    from dmc.discriminant import gaussian_factors, lda_scores, lda_weights, qda_scores
+    from dmc.discriminant import gaussian_factors, lda_scores, lda_weights, qda_scores, student_t_scores
 
     model = dmc.load(run, task=t, device="cpu")
     keep = torch.isin(labels, seen)
     imgs, y = images[keep.numpy()], torch.searchsorted(seen, labels[keep])
     text = model.scores(imgs).double()  # (N, C): the run's own evaluation
     feats = tower_features(model.method, imgs)
+    with torch.no_grad():
+        cos = (model.method.head(feats).float() @ model.method.class_features(seen.tolist()).float().T).double()
     bank = model.method.learned["memory"]
     means, covs = bank.means(seen.tolist()), bank.covs(seen.tolist())
     acc = lambda s: 100.0 * float((s.argmax(1) == y).double().mean())  # noqa: E731
-    row = {"text": acc(text)}
+    row = {"text": acc(text), "cos": acc(cos)}
     for g in gammas:
-        q = qda_scores(feats, *gaussian_factors(means, covs, g))
-        row[f"qda {g:g}"] = acc(q)
-        row[f"lda {g:g}"] = acc(lda_scores(feats, *lda_weights(means, covs, g)))
-        for w in weights:
-            row[f"text+qda {g:g} {w:g}"] = acc(F.log_softmax(text, 1) + w * F.log_softmax(q.double(), 1))
+        mu, chol, logdet = gaussian_factors(means, covs, g)
+        heads = {f"qda {g:g}": qda_scores(feats, mu, chol, logdet),
+                 **{f"t{nu:g} {g:g}": student_t_scores(feats, mu, chol, logdet, nu) for nu in dofs},
+                 f"lda {g:g}": lda_scores(feats, *lda_weights(means, covs, g))}
+        for name, h in heads.items():
+            row[name] = acc(h)
+            for w in weights:
+                row[f"{name} + {w:g}·cos"] = acc(F.log_softmax(h.double(), 1) + w * cos)
     return row
 
 
-def heads_of_run(run: Path, gammas: list[float], weights: list[float]) -> dict[str, tuple[float, float]]:
+def heads_of_run(run: Path, gammas: list[float], weights: list[float],
+                 dofs: list[float] = ()) -> dict[str, tuple[float, float]]:
     """Avg and Last of every head on one run."""
     from dmc import config
     from dmc.data.benchmark import make_benchmark
@@ -87,7 +95,7 @@ def heads_of_run(run: Path, gammas: list[float], weights: list[float]) -> dict[s
     rows = []
     for t in range(1, len(bench.tasks) + 1):
         seen = torch.as_tensor(sorted(c for task in bench.tasks[:t] for c in task))
-        rows.append(task_scores(run, t, images, labels, seen, gammas, weights))
+        rows.append(task_scores(run, t, images, labels, seen, gammas, weights, dofs))
         print(f"{run.name} task {t}: " + ", ".join(f"{k} {v:.1f}" for k, v in rows[-1].items() if " " not in k
                                                    or k.startswith("qda")), file=sys.stderr, flush=True)
     return {k: (float(np.mean([r[k] for r in rows])), rows[-1][k]) for k in rows[0]}
@@ -96,11 +104,12 @@ def heads_of_run(run: Path, gammas: list[float], weights: list[float]) -> dict[s
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path)
-    p.add_argument("--gamma", type=float, nargs="+", default=[0.05, 0.1])
-    p.add_argument("--weights", type=float, nargs="+", default=[0.25, 1.0])
+    p.add_argument("--gamma", type=float, nargs="+", default=[0.02])
+    p.add_argument("--dof", type=float, nargs="*", default=[20.0], help="Student-t degrees of freedom")
+    p.add_argument("--weights", type=float, nargs="+", default=[64.0], help="lambda of <head> + lambda * cos")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    results = {run.name: heads_of_run(run, args.gamma, args.weights) for run in args.runs}
+    results = {run.name: heads_of_run(run, args.gamma, args.weights, args.dof) for run in args.runs}
     heads = next(iter(results.values()))
     print("| head | " + " | ".join(results) + " | mean Avg | mean Last |")
     print("|---|" + "---|" * (len(results) + 2))
