@@ -69,3 +69,14 @@ def test_student_t_scores_are_multivariate_t_log_densities_up_to_one_constant():
     assert torch.allclose(far, qda_scores(x, mu, chol, logdet).double(), atol=1e-3)
     with pytest.raises(ValueError):
         student_t_scores(x, mu, chol, logdet, 0.0)
+
+
+def test_fused_scores_are_the_head_log_posterior_plus_weighted_cosines():
+    from dmc.discriminant import fused_scores
+
+    head = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    cos = torch.tensor([[0.1, -0.2, 0.3], [0.5, 0.0, -0.5]])
+    got = fused_scores(head, cos, 4.0)
+    want = torch.log(torch.softmax(head.double(), 1)) + 4.0 * cos.double()
+    assert got.dtype == torch.float64 and torch.allclose(got, want)
+    assert torch.equal(fused_scores(head, cos, 0.0).argmax(1), head.argmax(1))  # weight 0: the head alone

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def evaluation_images(run: Path, cfg, bench) -> tuple[np.ndarray, torch.Tensor]:
@@ -58,15 +57,15 @@ def tower_features(method, images: np.ndarray, batch: int = 256) -> torch.Tensor
 def task_scores(run: Path, t: int, images: np.ndarray, labels: torch.Tensor, seen: torch.Tensor,
                 gammas: list[float], weights: list[float], dofs: list[float] = ()) -> dict[str, float]:
     import dmc
-    from dmc.discriminant import gaussian_factors, lda_scores, lda_weights, qda_scores, student_t_scores
+    from dmc.discriminant import fused_scores, gaussian_factors, lda_scores, lda_weights, qda_scores, student_t_scores
 
     model = dmc.load(run, task=t, device="cpu")
     keep = torch.isin(labels, seen)
     imgs, y = images[keep.numpy()], torch.searchsorted(seen, labels[keep])
-    text = model.scores(imgs).double()  # (N, C): the run's own evaluation
-    feats = tower_features(model.method, imgs)
+    feats = tower_features(model.method, imgs)  # encoded once: every classifier below reads these
     with torch.no_grad():
-        cos = (model.method.head(feats).float() @ model.method.class_features(seen.tolist()).float().T).double()
+        text = model.method.scores(feats, model.protos).double()  # (N, C): the run's own evaluation
+        cos = (model.method.head(feats).float() @ model.protos.float().T).double()
     bank = model.method.learned["memory"]
     means, covs = bank.means(seen.tolist()), bank.covs(seen.tolist())
     acc = lambda s: 100.0 * float((s.argmax(1) == y).double().mean())  # noqa: E731
@@ -79,7 +78,7 @@ def task_scores(run: Path, t: int, images: np.ndarray, labels: torch.Tensor, see
         for name, h in heads.items():
             row[name] = acc(h)
             for w in weights:
-                row[f"{name} + {w:g}·cos"] = acc(F.log_softmax(h.double(), 1) + w * cos)
+                row[f"{name} + {w:g}·cos"] = acc(fused_scores(h, cos, w))
     return row
 
 

@@ -25,6 +25,7 @@ covariance). Everything is computed in float64; scores are returned in float32.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -91,3 +92,9 @@ def lda_weights(means: Tensor, covs: Tensor, gamma: float) -> tuple[Tensor, Tens
 def lda_scores(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     """x (N, D) -> (N, C) linear discriminant scores, float32."""
     return (x.to(torch.float64) @ w.T + b[None, :]).float()
+
+
+def fused_scores(head: Tensor, cos: Tensor, text_weight: float) -> Tensor:
+    """log_softmax(head) + text_weight * cos (N, C), float64: a discriminant head's class log-posterior
+    plus the weighted cosines of a text classifier (`dmc-ot-mem`'s classifier)."""
+    return F.log_softmax(head.double(), dim=1) + text_weight * cos.double()

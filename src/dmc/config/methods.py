@@ -145,7 +145,7 @@ class MemHeadConfig(Section):
     kind: str = "t"  # [beyond the paper] qda: each class's own shrunk covariance (FeCAM-style) | t: the same statistics read as Student-t densities (memhead.dof) | lda: one pooled covariance (FSA's head) | none: text only (DMC-OT's classifier); t chosen on validation (v2 and v3, seeds 0-2)
     gamma: float = 0.02  # [beyond the paper] shrinkage toward tr/D * I of the head's covariances, in [0, 1); chosen on validation (v2 and v3, seeds 0-2)
     dof: float = 20.0  # [beyond the paper] degrees of freedom of memhead.kind=t (large: QDA); 10-50 level on validation
-    logdet: bool = True  # [beyond the paper] QDA keeps each class's log-determinant (false: Mahalanobis distance only)
+    logdet: bool = True  # [beyond the paper] the qda and t heads keep each class's log-determinant (false: the Mahalanobis term only)
     text_weight: float = 64.0  # [beyond the paper] lambda: scores = log_softmax(head) + lambda * cos(x, prompt_c); 0: head only; chosen on validation (v2 and v3, seeds 0-2)
     stage1: str = "every"  # [beyond the paper] when stage 1 adapts the image tower: every task | first (then frozen) | none
 

@@ -10,7 +10,8 @@ with p_c the learned prompt of class c (DMC-OT's classifier) and head(x) a Gauss
 from the memory (`dmc.discriminant`): QDA, each class's own covariance shrunk by gamma toward tr/D * I
 (FeCAM's class-wise Mahalanobis with the log-determinant), the same statistics read as Student-t
 densities (heavier tails than the Gaussian: a badly estimated covariance direction weighs less), or LDA,
-one pooled shrunk covariance (FSA's head). `memhead.kind=none` is DMC-OT's own classifier; `memhead.text_weight=0` the head alone.
+one pooled shrunk covariance (FSA's head). `memhead.kind=none` is DMC-OT's own classifier;
+`memhead.text_weight=0` the head alone.
 `memhead.stage1` says when stage 1 adapts the tower (every task as DMC-OT, the first task only, never):
 when it does not, the stored statistics are exact and nothing is calibrated.
 
@@ -21,10 +22,9 @@ more. What it keeps per class: the memory's mean (D) and covariance (D x D) in f
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from dmc.discriminant import gaussian_factors, lda_scores, lda_weights, qda_scores, student_t_scores
+from dmc.discriminant import fused_scores, gaussian_factors, lda_scores, lda_weights, qda_scores, student_t_scores
 from dmc.methods.dmc import DMCOT
 from dmc.training.task import Task
 
@@ -78,5 +78,4 @@ class DMCOTMem(DMCOT):
             return text
         if self._head[0] != protos.shape[0]:
             raise RuntimeError("scores() needs the prototypes of the last class_features() call")
-        fused = F.log_softmax(self.head_scores(feats).double(), dim=1)
-        return (fused + self.opts.text_weight * text.double()).float()
+        return fused_scores(self.head_scores(feats), text, self.opts.text_weight).float()
