@@ -137,3 +137,14 @@ def test_configs_saved_with_the_old_cotrain_switch_still_load(tmp_path):
         else:
             with pytest.raises(UserError, match="cotrain"):
                 config.load(path)
+
+
+def test_proof_step_budget_is_the_glyph_worlds_own():
+    """The glyph worlds run PROOF at the step budget chosen on world v2's validation split (batch 16 x 15
+    epochs); the real benchmarks keep PROOF's released configs (epochs x batch)."""
+    want = {"glyphs": (15, 16), "glyphs-shift": (15, 16), "cifar100": (5, 64), "imagenet-r": (10, 48),
+            "cub200": (10, 64), "ucf101": (10, 64)}
+    for benchmark, (epochs, batch) in want.items():
+        p = config.resolve(benchmark, "proof").proof
+        assert (p.epochs, p.batch_size) == (epochs, batch), benchmark
+    assert config.resolve("glyphs", "dmc-ot").proof.batch_size == 64  # a method's own block only
