@@ -13,6 +13,7 @@ from torch import nn
 from dmc.config import Section
 from dmc.config.checks import within
 from dmc.methods import METHODS, Method
+from dmc.methods.classifier import CosineClassifier
 from dmc.training.task import Task
 
 
@@ -56,7 +57,7 @@ class TextMean(Method):
         return {}
 
     @torch.no_grad()
-    def class_features(self, classes: list[int]) -> torch.Tensor:
+    def classifier(self, classes: list[int]) -> CosineClassifier:
         text = self.template_features(classes)  # (C, D), normalised
         image = F.normalize(self.memory.means[classes], dim=-1)  # (C, D)
-        return F.normalize(self.opts.alpha * text + (1 - self.opts.alpha) * image, dim=-1)
+        return CosineClassifier(F.normalize(self.opts.alpha * text + (1 - self.opts.alpha) * image, dim=-1))

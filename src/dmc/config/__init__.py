@@ -11,7 +11,7 @@ from dmc.config.methods import (CALIBRATIONS, SOLVERS, CalibrationConfig, Memory
                                 RapfConfig, ReplayConfig)
 from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
 from dmc.config.resolve import (
-    SMOKE, add_provenance, apply_dict, load, parse_set, resolve, save, saved_tree, set_key, smoke_settings, to_dict,
+    SMOKE, apply_dict, load, parse_set, resolve, save, saved_tree, set_key, smoke_settings, to_dict,
     validate,
 )
 from dmc.config.run import CheckpointConfig, DiagnosticsConfig, EvalConfig, RunConfig
@@ -21,6 +21,6 @@ __all__ = [
     "CALIBRATIONS", "METHODS", "SMOKE", "SOLVERS", "BadValue", "BenchmarkConfig", "CalibrationConfig",
     "CheckpointConfig", "DataConfig", "DiagnosticsConfig", "EvalConfig", "MemoryConfig", "MethodSpec",
     "ModelConfig", "PromptConfig", "ProofConfig", "RanpacConfig", "RapfConfig", "ReplayConfig", "RunConfig",
-    "Section", "VisionConfig", "add_provenance", "apply_dict", "fields_of", "load", "parse_set", "plug", "resolve",
+    "Section", "VisionConfig", "apply_dict", "fields_of", "load", "parse_set", "plug", "resolve",
     "save", "saved_tree", "set_key", "smoke_settings", "to_dict", "validate",
 ]
