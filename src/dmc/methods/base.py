@@ -5,9 +5,9 @@ on resume before the checkpoint is loaded), `train_task` (all training stages), 
 `classifier(seen)`: one object (`methods.classifier`) that maps image-tower outputs (B, D) to scores
 (B, C) over the seen classes, on cached tower outputs when the image tower is frozen. Every module that
 training changes is registered in `learned`, whose torch `state_dict` is the checkpoint. What a method
-needs of the loop beyond its hooks it says in `needs()` (a calibration whose memory the loop checks up
-front; exemplars, which the loop adds to each task's images and the method picks with
-`remember_exemplars`).
+needs of the loop beyond its hooks it declares: `needs()` (a calibration, whose memory the loop checks up
+front) and `uses_exemplars` (old classes' exemplars, which the loop adds to each task's images through
+`exemplar_rows` and the method picks with `remember_exemplars`).
 
 A method sees its own config section (`opts`, from its line in the method table) and, in `cfg`, only the
 shared sections it names in `uses`: what it reads is stated once, at the top of its class.
@@ -46,7 +46,6 @@ class Needs:
     which method it runs."""
 
     calibration: bool = False  # it calibrates stored statistics per task (`calibration.*`): the loop checks up front that the calibration's memory fits
-    exemplars: bool = False  # old classes' exemplar rows (`exemplar_rows`) join every task's training images
 
 
 def settings(cfg: RunConfig, uses: tuple[str, ...]) -> Settings:
@@ -98,8 +97,8 @@ class Method:
         return CosineClassifier(self.template_features(classes))
 
     def needs(self) -> Needs:
-        """What the loop provides or checks for this method (a method that calibrates says so)."""
-        return Needs(exemplars=self.exemplars is not None)
+        """What the loop checks for this method before it trains (a method that calibrates says so)."""
+        return Needs()
 
     def observe(self, event: str, task: Task, **data: Any) -> dict:
         """Tell the loop's observers that `event` happened in this task (e.g. "calibrated": old classes'
