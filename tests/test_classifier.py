@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dmc.engine import loop
+from dmc.engine.evaluation import EvalCache, evaluate_task
 from dmc.errors import UserError
 from dmc.methods import METHODS
 from dmc.methods.classifier import Classifier, CosineClassifier, LinearClassifier
@@ -39,7 +40,7 @@ def test_every_method_hands_evaluation_one_classifier_of_the_seen_classes(name, 
         task = loop.make_task(0, bench, data, cfg.seed, method.exemplar_rows())
         method.begin_task(task)
         method.train_task(task)
-        preds, labels = loop.evaluate_task(method, task, data["test"], 64, loop.EvalCache())
+        preds, labels = evaluate_task(method, task, data["test"], 64, EvalCache())
     with torch.no_grad():
         classifier = method.classifier(task.seen)
         feats = method.encode(data["test"], "test")[0]  # (N, D) of the current tower

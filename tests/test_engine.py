@@ -94,7 +94,7 @@ def _scramble(visual):
 def test_a_method_that_trains_the_tower_is_never_evaluated_on_cached_features():
     """Caching the test features is opt-in: a method that changes the tower without saying anything is
     evaluated on features of its current tower."""
-    from dmc.engine.loop import EvalCache, evaluate_task
+    from dmc.engine.evaluation import EvalCache, evaluate_task
     from dmc.methods.base import Method
     from dmc.training.evaluate import predict
 
@@ -109,7 +109,7 @@ def test_a_method_that_trains_the_tower_is_never_evaluated_on_cached_features():
 
 
 def test_a_method_that_claims_a_frozen_tower_and_changes_it_stops():
-    from dmc.engine.loop import EvalCache, evaluate_task
+    from dmc.engine.evaluation import EvalCache, evaluate_task
     from dmc.methods.base import Method
 
     method, data, tasks = _method_and_tasks(type("Liar", (Method,), {"name": "liar", "frozen_image_encoder": True}))

@@ -20,6 +20,7 @@ from dmc.config import RunConfig
 from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, val_rows, write_plan
 from dmc.data.dataset import ImageDataset, select, subset_dataset
 from dmc.engine.diagnostics import observers
+from dmc.engine.evaluation import EvalCache, evaluate_task
 from dmc.methods import METHODS, Method
 from dmc.models.clip import Backbone, build_backbone
 from dmc.report import plot_run
@@ -28,7 +29,7 @@ from dmc.files import write_text
 from dmc.rundir import (CONFIG, PLAN, PLOT, SPLIT, VAL, CheckpointError, RunDir, RunWriter, check_resumable,
                         default_out, digest)
 from dmc.training.budget import check_sample_ot
-from dmc.training.evaluate import accuracies, predict, predict_features, task_counts, tower_version
+from dmc.training.evaluate import accuracies, task_counts
 from dmc.training.runtime import Runtime, derive_seed, make_runtime, seed_everything
 from dmc.training.task import Task
 
@@ -342,44 +343,6 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
         old_new = "" if record["old"] is None else f" (old {record['old']:.2f}, new {record['new']:.2f})"
         log.info("task %d/%d: A_t %.2f%s, %.1f s", t + 1, len(bench.tasks), a_t, old_new, record["time_s"]["total"])
     return record
-
-
-class EvalCache:
-    """The test set's image-tower outputs for a method whose tower is frozen (`frozen_image_encoder`):
-    encoded at the first evaluation and reused, as long as the tower is the one they were encoded by."""
-
-    def __init__(self) -> None:
-        self.feats: torch.Tensor | None = None  # (N, D), every test image
-        self.tower: tuple | None = None  # the tower's version when they were encoded
-
-    def features(self, method: Method, test: ImageDataset) -> torch.Tensor:
-        """The cached outputs (N, D); a tower that changed since is a bug of the method (RuntimeError)."""
-        if self.feats is None:
-            self.feats = method.encode(test, "test features (encoded once)")[0]
-            self.tower = tower_version(method.model.visual)
-        elif tower_version(method.model.visual) != self.tower:
-            raise RuntimeError(f"method {type(method).__name__} sets frozen_image_encoder = True but its image tower "
-                               "changed after the test features were cached; it must not set the flag")
-        return self.feats
-
-
-def evaluate_task(method: Method, task: Task, test: ImageDataset, batch_size: int,
-                  cache: EvalCache) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions on this rank's share of the test images of all seen classes, by the method's classifier
-    of the seen classes on the image tower's outputs. With a frozen image encoder, the whole test set is
-    encoded once (`cache`) and every later evaluation applies only the classifier."""
-    rt = method.rt
-    idx = np.nonzero(np.isin(test.labels, task.seen))[0]
-    mine = idx[rt.shard(len(idx))]  # every rank tests its share
-    with torch.no_grad():
-        classifier = method.classifier(task.seen)
-    if not method.frozen_image_encoder:
-        preds = predict(method.model.visual, classifier, task.seen, subset_dataset(test, mine), rt, batch_size,
-                        desc=f"task {task.index + 1} eval")
-        return preds, test.labels[mine]
-    feats = cache.features(method, test)
-    feats = feats[torch.as_tensor(mine, device=feats.device)]
-    return predict_features(classifier, feats, task.seen), test.labels[mine]
 
 
 def finish(rundir: RunWriter, cfg: RunConfig, bench: Benchmark, R: np.ndarray, last: dict, wall: float) -> None:
