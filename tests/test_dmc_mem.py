@@ -63,15 +63,15 @@ def test_qda_head_is_the_gaussian_log_likelihood_of_the_memory():
         assert torch.allclose(m.bank.means([c])[0], mean.float(), atol=1e-5)
         assert torch.equal(states[0][1][c][1], states[1][1][c][1])
     seen = task.seen
-    protos = m.class_features(seen)
+    classifier = m.classifier(seen)
     x = feats[:7]
-    got = m.head_scores(x).double()  # (7, C)
+    got = classifier.head(x).double()  # (7, C)
     covs = shrink_to_identity(m.bank.covs(seen).double(), gamma)
     want = torch.stack([torch.distributions.MultivariateNormal(mu.double(), cov).log_prob(x.double())
                         for mu, cov in zip(m.bank.means(seen), covs)], dim=1)
     d = x.shape[1]
     assert torch.allclose(got - 0.5 * d * math.log(2 * math.pi), want, rtol=1e-4, atol=1e-3)
-    fused = m.scores(x, protos)  # text_weight 0: the head's log-posterior alone
+    fused = classifier(x)  # text_weight 0: the head's log-posterior alone
     assert torch.allclose(fused.double(), torch.log_softmax(want, 1), atol=1e-3)
 
 
@@ -84,10 +84,9 @@ def test_t_head_is_the_student_t_log_density_of_the_memory():
     m, bench, data, cfg = _method(memhead__kind="t", memhead__dof=dof, memhead__gamma=gamma)
     _, task = _tasks(m, bench, data, cfg, 1)
     seen = task.seen
-    m.class_features(seen)
     x, _ = m.encode(task.train_plain, "features")
     x = x[:9]
-    got = m.head_scores(x).double()  # (9, C)
+    got = m.gaussian_head(seen)(x).double()  # (9, C)
     covs = shrink_to_identity(m.bank.covs(seen).double(), gamma)
     want = torch.stack([torch.as_tensor(multivariate_t(mu.double().numpy(), cov.numpy(), df=dof).logpdf(x.double().numpy()))
                         for mu, cov in zip(m.bank.means(seen), covs)], dim=1)
@@ -98,13 +97,17 @@ def test_t_head_is_the_student_t_log_density_of_the_memory():
 def test_text_weight_fuses_the_two_classifiers():
     m, bench, data, cfg = _method(memhead__kind="lda", memhead__text_weight=2.5)
     _, task = _tasks(m, bench, data, cfg, 1)
-    protos = m.class_features(task.seen)
+    classifier = m.classifier(task.seen)
+    with torch.no_grad():
+        protos = m.prompts(task.seen)  # (C, D): DMC-OT's text classifier
     x, _ = m.encode(task.train_plain, "features")
     cos = torch.nn.functional.normalize(x, dim=-1) @ protos.t()
-    want = torch.log_softmax(m.head_scores(x).double(), 1) + 2.5 * cos.double()
-    assert torch.allclose(m.scores(x, protos).double(), want, atol=1e-4)
-    with pytest.raises(RuntimeError, match="class_features"):
-        m.scores(x, protos[:-1])
+    want = torch.log_softmax(m.gaussian_head(task.seen)(x).double(), 1) + 2.5 * cos.double()
+    assert torch.allclose(classifier(x).double(), want, atol=1e-4)
+    assert classifier(x).shape == (len(x), len(task.seen))
+    three = m.classifier(task.seen[:3])  # a classifier per set of classes: the head's posterior over those three
+    want3 = torch.log_softmax(m.gaussian_head(task.seen[:3])(x).double(), 1) + 2.5 * cos[:, :3].double()
+    assert torch.allclose(three(x).double(), want3, atol=1e-4)
 
 
 def test_stage1_first_adapts_once_and_then_calibrates_nothing():

@@ -94,28 +94,29 @@ def _scramble(visual):
 def test_a_method_that_trains_the_tower_is_never_evaluated_on_cached_features():
     """Caching the test features is opt-in: a method that changes the tower without saying anything is
     evaluated on features of its current tower."""
-    from dmc.engine.loop import evaluate_task
+    from dmc.engine.evaluation import EvalCache, evaluate_task
     from dmc.methods.base import Method
     from dmc.training.evaluate import predict
 
     method, data, tasks = _method_and_tasks(type("Forgetful", (Method,), {"name": "forgetful"}))
-    evaluate_task(method, tasks[0], data, 64)
+    test, cache = data["test"], EvalCache()
+    evaluate_task(method, tasks[0], test, 64, cache)
     _scramble(method.model.visual)
-    preds, labels = evaluate_task(method, tasks[1], data, 64)
-    protos = method.class_features(tasks[1].seen).float()
-    test = data["test"]
-    fresh = predict(method.model.visual, method.scores, protos, tasks[1].seen, test, QUIET, 64)
+    preds, labels = evaluate_task(method, tasks[1], test, 64, cache)
+    fresh = predict(method.model.visual, method.classifier(tasks[1].seen), tasks[1].seen, test, QUIET, 64)
     assert (preds == fresh[np.isin(test.labels, tasks[1].seen)]).all()
     assert "visual" in method.learned  # and its tower is checkpointed
 
 
 def test_a_method_that_claims_a_frozen_tower_and_changes_it_stops():
-    from dmc.engine.loop import evaluate_task
+    from dmc.engine.evaluation import EvalCache, evaluate_task
     from dmc.methods.base import Method
 
     method, data, tasks = _method_and_tasks(type("Liar", (Method,), {"name": "liar", "frozen_image_encoder": True}))
-    evaluate_task(method, tasks[0], data, 64)
-    evaluate_task(method, tasks[1], data, 64)  # unchanged: the cache is used
+    test, cache = data["test"], EvalCache()
+    evaluate_task(method, tasks[0], test, 64, cache)
+    evaluate_task(method, tasks[1], test, 64, cache)  # unchanged: the cache is used
+    assert "test_features" not in data and cache.feats is not None  # held by the cache, not the datasets
     _scramble(method.model.visual)
     with pytest.raises(RuntimeError, match="sets frozen_image_encoder = True but its image tower changed"):
-        evaluate_task(method, tasks[1], data, 64)
+        evaluate_task(method, tasks[1], test, 64, cache)

@@ -1,7 +1,11 @@
-"""docs/extending.md's examples are real code: the example method runs three tasks and resumes exactly, the
-example benchmark reads a folder of images."""
+"""docs/extending.md's examples are real code: the example method is the files extending.md says (its class,
+its torch-free table entry), runs three tasks, resumes exactly and predicts; the example benchmark reads a
+folder of images."""
+import importlib
 import importlib.util
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,15 +34,42 @@ def example(name: str):
     return sys.modules[module]
 
 
-def test_the_example_method_runs_three_tasks_and_resumes_exactly(tmp_path):
-    text_mean = example("text_mean")
+def text_mean_entry():
+    """The example method's table entry (docs/examples/text_mean_entry.py), imported as a method's entry is;
+    the table imports the class (docs/examples/text_mean.py) when a run first asks for `text-mean`."""
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    return importlib.import_module("text_mean_entry")
+
+
+def test_a_method_is_the_files_extending_md_says_and_its_entry_loads_no_torch():
+    """docs/extending.md states how many files a method is; the example is that many (its class, its entry
+    with options and table line), and its entry, like config/table.py, is read without torch: its options
+    are checked before torch loads."""
+    said = re.search(r"A method in the package is (\w+) files", (EXAMPLES.parent / "extending.md").read_text())
+    assert said and said.group(1) == "three"  # the method's module, its table entry, its rows in docs/method.md
+    assert sorted(p.name for p in EXAMPLES.glob("text_mean*.py")) == ["text_mean.py", "text_mean_entry.py"]
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import text_mean_entry; from dmc import config; "
+             "cfg = config.resolve('synthetic', 'text-mean', {}, ['text_mean.alpha=0.3']); "
+             "assert cfg.text_mean.alpha == 0.3; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, str(EXAMPLES)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_example_method_runs_three_tasks_resumes_exactly_and_predicts(tmp_path):
+    import dmc
+
+    entry = text_mean_entry()
     full = run(tiny_cfg("text-mean"), out=tmp_path / "full", rt=QUIET)
     summary = json.loads((full / "summary.json").read_text())
     assert summary["method"] == "text-mean" and summary["tasks"] == 3 and 0 <= summary["last"] <= 100
     resumed = run(None, resume=killed_copy(full, tmp_path / "killed", finished_tasks=1), rt=QUIET)
     assert json.loads((resumed / "summary.json").read_text())["acc_matrix"] == summary["acc_matrix"]
+    model = dmc.load(full, device="cpu")  # its classifier is all that predicting needs
+    images = torch.randint(0, 255, (3, 32, 32, 3), dtype=torch.uint8).numpy()
+    assert model.predict(images, topk=2).index.shape == (3, 2)
     with pytest.raises(BadValue, match="bad value for alpha: 1.5; must be in"):
-        text_mean.TextMeanConfig(alpha=1.5)
+        entry.TextMeanConfig(alpha=1.5)
 
 
 def test_a_method_from_outside_the_package_takes_set_options_that_a_resume_reads_back(tmp_path, capsys):
@@ -46,7 +77,7 @@ def test_a_method_from_outside_the_package_takes_set_options_that_a_resume_reads
     the resumed run reads it back from there (and gives the uninterrupted run's accuracy matrix)."""
     from dmc.cli import main
 
-    example("text_mean")
+    text_mean_entry()
     argv = ["run", "--benchmark", "synthetic", "--method", "text-mean", "--backbone", "tiny", "--smoke", "--quiet",
             "--set", "text_mean.alpha=0.25"]
     assert main([*argv, "--out", str(tmp_path / "full")]) == 0

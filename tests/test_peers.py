@@ -46,7 +46,7 @@ def test_ranpac_equals_the_ridge_on_all_tasks_at_once(tmp_path):
     w = torch.linalg.solve(h.T @ h + 0.5 * torch.eye(64, dtype=torch.float64), h.T @ y)  # (M, C)
     torch.testing.assert_close(ranpac.readout.weights(), w, rtol=1e-8, atol=1e-10)
     x = feats[:5]
-    torch.testing.assert_close(ranpac.scores(x, ranpac.class_features(list(range(12)))), (h[:5] @ w).float())
+    torch.testing.assert_close(ranpac.classifier(list(range(12)))(x), (h[:5] @ w).float())
 
 
 def test_ranpac_chooses_lambda_per_task_and_resumes_exactly(tmp_path):
@@ -71,7 +71,7 @@ def test_ranpac_text_weight_adds_zero_shot_cosines(tmp_path):
     h = ranpac.readout.features(x)
     expected = h @ ranpac.readout.weights()[:, classes] + 3.0 * torch.nn.functional.normalize(x, dim=-1).double() \
         @ ranpac.template_features(classes).double().T
-    torch.testing.assert_close(ranpac.scores(x, ranpac.class_features(classes)), expected.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ranpac.classifier(classes)(x), expected.float(), rtol=1e-4, atol=1e-4)
 
 
 def _towers_per_task(method, bench, data, seed, n):
@@ -101,9 +101,10 @@ def test_simplecil_is_the_nearest_class_mean(tmp_path):
     classes = sorted(c for t in bench.tasks for c in t)
     feats, labels = simplecil.encode(data["train_plain"], "train")
     means = class_means(feats, labels, classes)
-    torch.testing.assert_close(simplecil.class_features(classes).double(), means, rtol=1e-5, atol=1e-6)
+    classifier = simplecil.classifier(classes)
+    torch.testing.assert_close(classifier.prototypes.double(), means, rtol=1e-5, atol=1e-6)
     test = simplecil.encode(data["test"], "test")[0]
-    pred = simplecil.scores(test, simplecil.class_features(classes)).argmax(1)
+    pred = classifier(test).argmax(1)
     assert torch.equal(pred, ncm_predict(test, means))
 
 
@@ -125,7 +126,7 @@ def test_fsa_adapts_once_and_is_the_lda_of_the_frozen_features(tmp_path):
     pooled = (1 - gamma) * pooled + gamma * pooled.diagonal().mean() * torch.eye(len(pooled), dtype=torch.float64)
     x = fsa.encode(data["test"], "test")[0][:9]
     want = torch.stack([torch.distributions.MultivariateNormal(m, pooled).log_prob(x.double()) for m in means], 1)
-    got = fsa.scores(x, fsa.class_features(classes)).double()
+    got = fsa.classifier(classes)(x).double()
     quad = -0.5 * torch.einsum("nd,de,ne->n", x.double(), torch.linalg.inv(pooled), x.double())  # same for all c
     torch.testing.assert_close(got + quad[:, None] - want, (got + quad[:, None] - want)[:, :1].expand_as(got),
                                rtol=0, atol=1e-2)  # float32 scores of size ~100

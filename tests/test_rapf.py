@@ -27,14 +27,15 @@ def test_identity_adapter_equals_zero_shot_until_trained(tmp_path):
     classes = sorted({c for t in bench.tasks for c in t})
     x = torch.stack([data["test"][i][0] for i in range(16)])  # (16, 3, H, W)
     with torch.no_grad():
-        logits_r = rapf.logits(rapf.image_features(x), rapf.class_features(classes))
-        logits_z = zeroshot.logits(zeroshot.image_features(x), zeroshot.class_features(classes))
-    torch.testing.assert_close(logits_r, logits_z, rtol=0, atol=1e-6)
-    preds = [predict(m.model.visual, m.scores, m.class_features(classes), classes, data["test"], rt, 64) for m in (rapf, zeroshot)]
+        feats = rapf.model.visual(x)  # (16, D): the same frozen tower for both
+        scores_r = rapf.classifier(classes)(feats)
+        scores_z = zeroshot.classifier(classes)(feats)
+    torch.testing.assert_close(scores_r, scores_z, rtol=0, atol=1e-6)
+    preds = [predict(m.model.visual, m.classifier(classes), classes, data["test"], rt, 64) for m in (rapf, zeroshot)]
     assert (preds[0] == preds[1]).all()
     rapf.train_task(task)
     with torch.no_grad():
-        assert not torch.allclose(rapf.image_features(x), zeroshot.image_features(x), atol=1e-4)
+        assert not torch.allclose(rapf.classifier(classes)(feats), scores_z, atol=1e-4)
 
 
 def test_bad_rapf_values_are_user_errors():

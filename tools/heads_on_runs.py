@@ -7,8 +7,9 @@ For every run (a method that keeps a Gaussian memory, `learned["memory"]`: dmc, 
 every task t, the model after task t (`dmc.load`) scores the images of the run's evaluation split (the
 held-out validation rows when the run used `eval.split=val`, else the test split) of the classes seen so
 far with:
-- `text`: the run's own classifier (reproduces the run's A_t; a check that the images are the right ones);
-- `cos`: the cosine of the image features with the method's class features (DMC's prompts);
+- `text`: the run's own classifier (`classifier(seen)`; reproduces the run's A_t: a check that the images
+  are the right ones);
+- `cos`: its cosine classifier (DMC's prompts; of `dmc-ot-mem`, the text classifier its head is fused with);
 - `qda γ`: class-wise Gaussian discriminant on the memory's means and covariances (shrunk toward a scaled
   identity by γ), on the raw image-tower features the memory is kept in (`dmc.discriminant`);
 - `tν γ`: the same statistics read as multivariate Student-t densities with ν degrees of freedom;
@@ -43,15 +44,11 @@ def evaluation_images(run: Path, cfg, bench) -> tuple[np.ndarray, torch.Tensor]:
     return items[keep], torch.as_tensor([lut[int(n)] for n in native[keep]])
 
 
-@torch.no_grad()
-def tower_features(method, images: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """Raw image-tower outputs (N, D): the space the Gaussian memory is kept in."""
-    from dmc.engine.predict import _dataset
+def cosine_part(classifier):
+    """The run's cosine classifier: the classifier itself, or the text classifier a fused one holds."""
+    from dmc.methods.classifier import CosineClassifier
 
-    data = _dataset(images, method.backbone.preprocess)
-    out = [method.model.visual(torch.stack([data[j][0] for j in range(i, min(i + batch, len(data)))])).float()
-           for i in range(0, len(data), batch)]
-    return torch.cat(out)
+    return classifier if isinstance(classifier, CosineClassifier) else classifier.text
 
 
 def task_scores(run: Path, t: int, images: np.ndarray, labels: torch.Tensor, seen: torch.Tensor,
@@ -62,10 +59,10 @@ def task_scores(run: Path, t: int, images: np.ndarray, labels: torch.Tensor, see
     model = dmc.load(run, task=t, device="cpu")
     keep = torch.isin(labels, seen)
     imgs, y = images[keep.numpy()], torch.searchsorted(seen, labels[keep])
-    feats = tower_features(model.method, imgs)  # encoded once: every classifier below reads these
+    feats = model.features(imgs)  # raw tower outputs (N, D), the memory's space: every classifier below reads these
     with torch.no_grad():
-        text = model.method.scores(feats, model.protos).double()  # (N, C): the run's own evaluation
-        cos = (model.method.head(feats).float() @ model.protos.float().T).double()
+        text = model.classifier(feats).double()  # (N, C): the run's own evaluation
+        cos = cosine_part(model.classifier)(feats).double()
     bank = model.method.learned["memory"]
     means, covs = bank.means(seen.tolist()), bank.covs(seen.tolist())
     acc = lambda s: 100.0 * float((s.argmax(1) == y).double().mean())  # noqa: E731

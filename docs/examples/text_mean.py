@@ -1,27 +1,17 @@
 """An example method (docs/extending.md): each class's prototype mixes its template text feature with the
-mean of its images' features, on a frozen CLIP. One file: the method, its memory, its config section and
-its line in the method table (`METHODS.register`). tests/test_extending.py sets its option with --set,
-runs it for three tasks and resumes it."""
+mean of its images' features, on a frozen CLIP. In the package this file is `src/dmc/methods/text_mean.py`;
+its options and its line in the method table are in `text_mean_entry.py` (in the package: its part of
+`config/table.py`). tests/test_extending.py sets its option with --set, runs it for three tasks, resumes it
+and predicts with it."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmc.config import Section
-from dmc.config.checks import within
-from dmc.methods import METHODS, Method
+from dmc.methods import Method
+from dmc.methods.classifier import CosineClassifier
 from dmc.training.task import Task
-
-
-@dataclass
-class TextMeanConfig(Section):
-    alpha: float = 0.5  # weight of the template text feature in a prototype (0: image mean, 1: zero-shot)
-
-    def check(self) -> None:
-        within(self, "alpha", 0.0, 1.0)
 
 
 class ClassMeans(nn.Module):
@@ -37,7 +27,6 @@ class ClassMeans(nn.Module):
             self.means = torch.cat([self.means, self.means.new_zeros(extra, self.means.shape[1])])
 
 
-@METHODS.register("text-mean", section="text_mean", options=TextMeanConfig)  # its line in the method table
 class TextMean(Method):
     frozen_image_encoder = True  # the image tower never trains: the loop encodes the test set once
 
@@ -56,7 +45,7 @@ class TextMean(Method):
         return {}
 
     @torch.no_grad()
-    def class_features(self, classes: list[int]) -> torch.Tensor:
+    def classifier(self, classes: list[int]) -> CosineClassifier:
         text = self.template_features(classes)  # (C, D), normalised
         image = F.normalize(self.memory.means[classes], dim=-1)  # (C, D)
-        return F.normalize(self.opts.alpha * text + (1 - self.opts.alpha) * image, dim=-1)
+        return CosineClassifier(F.normalize(self.opts.alpha * text + (1 - self.opts.alpha) * image, dim=-1))

@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 
 from dmc.config import METHODS, RunConfig
-from dmc.data.benchmark import make_benchmark
+from dmc.data.benchmark import Benchmark, make_benchmark
 from dmc.errors import UserError
 from dmc.models import BACKBONES
 
@@ -42,9 +42,10 @@ def check_backbone(name: str) -> None:
                     f"(open_clip lists {len(known)}, e.g. ViT-B-16, ViT-L-14)")
 
 
-def check(cfg: RunConfig) -> None:
+def check(cfg: RunConfig) -> Benchmark:
     """Everything about a resolved config that can be checked before the engine loads: method, backbone,
-    and the benchmark with its split, class order and data root (one line, exit 2, as any config error)."""
+    and the benchmark with its split, class order and data root (one line, exit 2, as any config error).
+    Returns the benchmark, which the run then uses (it is built once)."""
     check_method(cfg.method)
     check_backbone(cfg.model.backbone)
-    make_benchmark(cfg, cfg.seed)
+    return make_benchmark(cfg, cfg.seed)

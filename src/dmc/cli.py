@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     threads.register()  # other runs starting now count this one (training.threads)
     if args.threads is not None:
         at_least_one(threads=args.threads)
-    cfg = None
+    cfg = bench = None
     if args.resume is not None:
         _resume_alone(args)
         check_resumable(RunDir(args.resume))  # a run's records, before torch loads (its config loads once, later)
@@ -158,8 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.seed is not None:
             overrides["seed"] = args.seed
         cfg = config.resolve(args.benchmark, args.method, overrides, args.sets, smoke=args.smoke)
-        catalog.check(cfg)  # names, split, data root: before torch loads
-    path = _run(args, cfg)
+        bench = catalog.check(cfg)  # names, split, data root: before torch loads (the run's benchmark)
+    path = _run(args, cfg, bench)
     if path is None:  # a torchrun worker other than rank 0: rank 0 reports
         return 0
     summary = json.loads((path / "summary.json").read_text())
@@ -181,7 +181,7 @@ def _resume_alone(args: argparse.Namespace) -> None:
                         "be used with it; to change settings, start a new run with another --out")
 
 
-def _run(args: argparse.Namespace, cfg) -> Path | None:
+def _run(args: argparse.Namespace, cfg, bench=None) -> Path | None:
     """The run itself (torch and open_clip load here); logged lines print above the live bars."""
     import torch
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -200,7 +200,7 @@ def _run(args: argparse.Namespace, cfg) -> Path | None:
     with logging_redirect_tqdm():
         if args.resume is not None:
             return run(None, resume=args.resume, progress=not args.quiet)
-        return run(cfg, out=args.out, progress=not args.quiet)
+        return run(cfg, out=args.out, progress=not args.quiet, bench=bench)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

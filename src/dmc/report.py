@@ -218,13 +218,6 @@ def group_by_setting(runs: list[Run]) -> dict[str, list[Run]]:
     return groups
 
 
-def aggregate_table(run_dirs: list[Path]) -> str:
-    """A row per setting: runs grouped by directory name without its `-s<seed>` suffix, with the config
-    keys that differ between the settings. A setting whose runs differ in more than the seed is marked in
-    a note below its table."""
-    return table(read_runs(run_dirs), by_setting=True)
-
-
 def _setting_rows(runs: list[Run]) -> str:
     groups = group_by_setting(runs)
     common = {name: _common(g) for name, g in groups.items()}
@@ -258,10 +251,6 @@ def _common(group: list[Run]) -> dict:
 
 
 # --------------------------------------------------------------------------- plots
-def plot_compare(run_dirs: list[Path], path: Path) -> None:
-    plot(read_runs(run_dirs), path)
-
-
 def plot(runs: list[Run], path: Path, by_setting: bool = False) -> None:
     """A_t curves, one panel per benchmark: one curve per run, or per setting its mean over seeds with a
     band of ± one standard deviation."""

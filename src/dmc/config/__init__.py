@@ -7,20 +7,18 @@ before torch loads.
 """
 from dmc.config.checks import BadValue, Section, fields_of, plug
 from dmc.config.data import BenchmarkConfig, DataConfig
-from dmc.config.methods import (CALIBRATIONS, SOLVERS, CalibrationConfig, MemoryConfig, ProofConfig, RanpacConfig,
-                                RapfConfig, ReplayConfig)
+from dmc.config.methods import CALIBRATIONS, SOLVERS, CalibrationConfig, MemoryConfig, ReplayConfig
 from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
 from dmc.config.resolve import (
-    SMOKE, add_provenance, apply_dict, load, parse_set, resolve, save, saved_tree, set_key, smoke_settings, to_dict,
+    SMOKE, apply_dict, load, parse_set, resolve, save, saved_tree, set_key, smoke_settings, to_dict,
     validate,
 )
 from dmc.config.run import CheckpointConfig, DiagnosticsConfig, EvalConfig, RunConfig
-from dmc.config.table import METHODS, MethodSpec
+from dmc.config.table import METHODS, FsaConfig, MemHeadConfig, MethodSpec, ProofConfig, RanpacConfig, RapfConfig
 
 __all__ = [
     "CALIBRATIONS", "METHODS", "SMOKE", "SOLVERS", "BadValue", "BenchmarkConfig", "CalibrationConfig",
-    "CheckpointConfig", "DataConfig", "DiagnosticsConfig", "EvalConfig", "MemoryConfig", "MethodSpec",
-    "ModelConfig", "PromptConfig", "ProofConfig", "RanpacConfig", "RapfConfig", "ReplayConfig", "RunConfig",
-    "Section", "VisionConfig", "add_provenance", "apply_dict", "fields_of", "load", "parse_set", "plug", "resolve",
-    "save", "saved_tree", "set_key", "smoke_settings", "to_dict", "validate",
+    "CheckpointConfig", "DataConfig", "DiagnosticsConfig", "EvalConfig", "FsaConfig", "MemHeadConfig", "MemoryConfig",
+    "MethodSpec", "ModelConfig", "PromptConfig", "ProofConfig", "RanpacConfig", "RapfConfig", "ReplayConfig", "RunConfig",
+    "Section", "VisionConfig", "apply_dict", "fields_of", "load", "parse_set", "plug", "resolve", "save", "saved_tree", "set_key", "smoke_settings", "to_dict", "validate",
 ]

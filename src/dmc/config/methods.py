@@ -1,10 +1,11 @@
-"""Config sections of how the methods learn: replay, the memory (Gaussian statistics, exemplars), drift
-calibration (and the calibrations there are), and the own options of the peers RAPF, RanPAC and PROOF."""
+"""Config sections that several methods share: replay, the memory (Gaussian statistics, exemplars), drift
+calibration (and the calibrations there are). A method's own options are beside its line in the method
+table (`dmc.config.table`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dmc.config.checks import BadValue, Section, at_least, one_of, positive, stage_epochs
+from dmc.config.checks import BadValue, Section, at_least, one_of, positive
 from dmc.registry import Registry
 
 SOLVERS = ("sinkhorn", "sinkhorn_log")  # POT's entropic OT methods that calibration may use
@@ -91,106 +92,3 @@ class CalibrationConfig(Section):
         at_least(self, 2, "samples_per_class")  # a covariance change needs two samples
         at_least(self, 1, "max_iter")
         positive(self, "sigma", "tol", "min_eig", "relax")
-
-
-@dataclass
-class RapfConfig(Section):
-    """RAPF's adapter training; replay amount is ``replay.per_class``, statistics follow ``memory``."""
-
-    lr: float = 1e-3  # adapter learning rate (AdamW, cosine) [reconstruction] (RAPF's released configs: Adam 1e-3)
-    weight_decay: float = 0.0  # adapter weight decay [reconstruction] (RAPF's released code: 0)
-    epochs: int = 15  # passes over the task's cached features [reconstruction] (RAPF's released configs: 15)
-    batch_size: int = 100  # real features per step [reconstruction] (RAPF's released CIFAR-100 config: 100)
-    hinge: bool = True  # [paper] adaptive representation adjustment: hinge on neighbouring old/new class pairs
-    hinge_threshold: float = 0.55  # neighbours if ||t_old - t_new|| < this (unit text embeddings) [reconstruction] (released: CIFAR-100 0.55, ImageNet-R 0.6, set by its preset)
-    hinge_margin: float = 0.1  # m: required cos(own text) - cos(neighbour's text) [reconstruction] (released code: 0.1)
-    hinge_weight: float = 1.0  # weight of L_hinge next to the cross-entropy [reconstruction] (released code: 1)
-    hinge_per_pair: int = 8  # pseudo-features of the old class per neighbour pair per step [reconstruction]
-    hinge_pairs: str = "all"  # all (every pair under the threshold) | nearest (old class's nearest new one) [reconstruction]
-    fusion: bool = True  # [paper] decomposed parameter fusion of old and new adapter weights after each task
-    fusion_bias: float = 0.6  # b in lambda = min(1, Delta/max Delta + b); 1 keeps W_new [reconstruction] (released: CIFAR-100 0.6, ImageNet-R 0.7, set by its preset)
-
-    def check(self) -> None:
-        one_of(self, "hinge_pairs", ("all", "nearest"))
-        positive(self, "lr")
-        at_least(self, 0, "weight_decay", "hinge_threshold", "hinge_weight", "hinge_per_pair", "fusion_bias")
-        at_least(self, 1, "batch_size")
-        stage_epochs(self, "--method zeroshot")
-
-
-@dataclass
-class RanpacConfig(Section):
-    """RanPAC's analytic read-out on frozen features (McDonnell et al., NeurIPS 2023)."""
-
-    dim: int = 5000  # M, random features; the ridge solve is O(M^3) time, M^2 float64 memory (docs/peers.md) [reconstruction] (RanPAC's paper and released configs: 10000 on ViT)
-    projection_seed: int | None = None  # seed of the random projection (kept as the seed, not a matrix); None: derived from the run seed
-    ridge: float | None = None  # lambda; None: chosen per task on held-out training features, grid 1e-6..1e6 [paper: RanPAC] (released code: 1e-8..1e8)
-    holdout: float = 0.2  # [released: RanPAC] share of the task's features held out to choose lambda (its code: 0.2)
-    text_weight: float = 0.0  # w: adds w * cos(x, template text) to the ridge scores; 0 = image features only [reconstruction]
-    adapt: bool = False  # [paper: RanPAC] first-task adaptation of the image tower (the vision.* recipe against template text), then frozen
-
-    def check(self) -> None:
-        at_least(self, 1, "dim")
-        positive(self, "ridge")
-        at_least(self, 0, "text_weight")
-        if not 0.0 < self.holdout < 1.0:
-            raise BadValue("holdout", self.holdout, "must be in (0, 1)")
-
-
-@dataclass
-class MemHeadConfig(Section):
-    """`dmc-ot-mem` [beyond the paper]: DMC-OT whose Gaussian memory (new classes' exact statistics, old
-    classes' calibrated ones) is also a classifier, fused with the text classifier (methods/dmc_mem.py)."""
-
-    kind: str = "t"  # [beyond the paper] qda: each class's own shrunk covariance (FeCAM-style) | t: the same statistics read as Student-t densities (memhead.dof) | lda: one pooled covariance (FSA's head) | none: text only (DMC-OT's classifier); t chosen on validation (v2 and v3, seeds 0-2)
-    gamma: float = 0.02  # [beyond the paper] shrinkage toward tr/D * I of the head's covariances, in [0, 1); chosen on validation (v2 and v3, seeds 0-2)
-    dof: float = 20.0  # [beyond the paper] degrees of freedom of memhead.kind=t (large: QDA); 10-50 level on validation
-    logdet: bool = True  # [beyond the paper] the qda and t heads keep each class's log-determinant (false: the Mahalanobis term only)
-    text_weight: float = 64.0  # [beyond the paper] lambda: scores = log_softmax(head) + lambda * cos(x, prompt_c); 0: head only; chosen on validation (v2 and v3, seeds 0-2)
-    stage1: str = "every"  # [beyond the paper] when stage 1 adapts the image tower: every task | first (then frozen) | none
-
-    def check(self) -> None:
-        one_of(self, "kind", ("qda", "t", "lda", "none"))
-        if not self.dof > 0:
-            raise BadValue("dof", self.dof, "must be > 0")
-        one_of(self, "stage1", ("every", "first", "none"))
-        at_least(self, 0, "text_weight")
-        if not 0.0 <= self.gamma < 1.0:
-            raise BadValue("gamma", self.gamma, "must be in [0, 1)")
-        if self.kind == "none" and self.text_weight == 0:
-            raise BadValue("text_weight", self.text_weight, "memhead.kind=none classifies by text: needs text_weight > 0")
-
-
-@dataclass
-class FsaConfig(Section):
-    """FSA's first-session adaptation and LDA head (Panos et al., ICCV 2023)."""
-
-    adapt: bool = True  # [paper: FSA] adapt the image tower on the first task (the vision.* recipe against template text), then freeze it
-    gamma: float = 0.01  # [reconstruction] shrinkage of the pooled covariance toward tr/D * I, in [0, 1); chosen on validation (v2 and v3, seeds 0-2; adapt=true also chosen there)
-
-    def check(self) -> None:
-        if not 0.0 <= self.gamma < 1.0:
-            raise BadValue("gamma", self.gamma, "must be in [0, 1)")
-
-
-@dataclass
-class ProofConfig(Section):
-    """PROOF's projections and fusion (Zhou et al., TPAMI 2025); exemplars follow ``memory.exemplar_*``."""
-
-    lr: float = 1e-3  # [released: PROOF] learning rate (exps/*.json: 0.001)
-    optimizer: str = "sgd"  # [released: PROOF] sgd (momentum 0.9) | adamw
-    weight_decay: float = 0.05  # [released: PROOF]
-    epochs: int = 5  # [released: PROOF] passes over the task's data (CIFAR-100 5; ImageNet-R, CUB, UCF 10)
-    batch_size: int = 64  # [released: PROOF] (ImageNet-R 48)
-    context_per_task: int = 3  # [released: PROOF] learnable context prompts added per task (code default)
-    heads: int = 1  # [released: PROOF] attention heads of the fusion layer
-    dropout: float = 0.1  # [released: PROOF] dropout of the fusion layer
-
-    def check(self) -> None:
-        one_of(self, "optimizer", ("sgd", "adamw"))
-        positive(self, "lr")
-        at_least(self, 0, "weight_decay", "context_per_task")
-        stage_epochs(self, "--method zeroshot")
-        at_least(self, 1, "batch_size", "heads")
-        if not 0.0 <= self.dropout < 1.0:
-            raise BadValue("dropout", self.dropout, "must be in [0, 1)")

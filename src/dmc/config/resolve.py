@@ -266,14 +266,6 @@ def save(cfg: RunConfig, path: Path, provenance: dict[str, Any] | None = None) -
     write_text(path, yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
 
 
-def add_provenance(path: Path, provenance: dict[str, Any]) -> None:
-    """Add entries to the provenance of a saved `config.yaml` (e.g. the backbone's, known once it is built);
-    the values, and so the run directory's digest, stay as they are."""
-    tree = yaml.safe_load(Path(path).read_text()) or {}
-    tree["provenance"] = {**(tree.get("provenance") or {}), **provenance}
-    write_text(path, yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
-
-
 def saved_tree(path: Path) -> dict[str, Any]:
     """The values a saved `config.yaml` holds (its provenance left out): what a run directory's digest is
     taken of, so that a field added to the config later does not make older runs look edited."""

@@ -1,6 +1,7 @@
 """The one class-incremental loop: for each task, the method's hooks train, then every seen class is tested."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -19,8 +20,8 @@ from dmc.config import RunConfig
 from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, val_rows, write_plan
 from dmc.data.dataset import ImageDataset, select, subset_dataset
 from dmc.engine.diagnostics import observers
+from dmc.engine.evaluation import EvalCache, evaluate_task
 from dmc.methods import METHODS, Method
-from dmc.methods.dmc import DMC
 from dmc.models.clip import Backbone, build_backbone
 from dmc.report import plot_run
 from dmc.errors import UserError
@@ -28,7 +29,7 @@ from dmc.files import write_text
 from dmc.rundir import (CONFIG, PLAN, PLOT, SPLIT, VAL, CheckpointError, RunDir, RunWriter, check_resumable,
                         default_out, digest)
 from dmc.training.budget import check_sample_ot
-from dmc.training.evaluate import accuracies, predict, predict_features, task_counts, tower_version
+from dmc.training.evaluate import accuracies, task_counts
 from dmc.training.runtime import Runtime, derive_seed, make_runtime, seed_everything
 from dmc.training.task import Task
 
@@ -96,30 +97,40 @@ def source_commit() -> str:
 
 
 def prepare(cfg: RunConfig | None, out: Path | None, resume: Path | None, rt: Runtime | None = None,
-            progress: bool = True):
+            progress: bool = True, bench: Benchmark | None = None):
     """Resolve run dir, benchmark, backbone, data and method (no training). The run directory is taken
-    (and, for a new run, its config, plan and digests written) before any backbone or image is loaded. On
-    `resume` without a `cfg`, the run's saved config is read (once)."""
+    before any backbone or image is loaded; a new run's config (with what the backbone is), plan and
+    digests are written once the backbone is built, before any image loads. On `resume` without a `cfg`,
+    the run's saved config is read (once). `bench`: the run's benchmark when the caller built it already
+    (the command line checks it before torch loads), else it is built here."""
     if resume is not None and cfg is None:
         check_resumable(RunDir(resume))
         cfg = config.load(Path(resume) / CONFIG)
-    method_cls = METHODS.get(cfg.method)
     rt = rt or make_runtime(cfg.model.device, cfg.model.precision, progress, num_workers=cfg.data.num_workers)
-    bench = make_benchmark(cfg, cfg.seed, single_task=method_cls.single_task)
+    bench = run_benchmark(cfg, bench)
     rundir = open_rundir(cfg, bench, out, resume, rt)
     with ExitStack() as on_error:
         on_error.enter_context(Session(rundir, rt))
         backbone = seeded_backbone(cfg)
         fresh = isinstance(rundir, RunWriter) and resume is None
+        if fresh:
+            record_new_run(rundir, cfg, bench, backbone)
         data = load_datasets(cfg, bench, backbone, rundir.path / SPLIT if fresh else None,
                              rundir.path / VAL if fresh else None)
-        if fresh and backbone.provenance:  # what the weights are (the toy CLIP: its recipe and sha256)
-            config.add_provenance(rundir.path / CONFIG, {"backbone": backbone.provenance})
         method = seeded_method(cfg, backbone, bench, rt)
-        if isinstance(method, DMC):  # the one method that calibrates: what its OT needs must fit
+        if method.needs().calibration:  # what its calibration holds at once must fit
             check_sample_ot(cfg, bench.tasks, data["train"].labels, rt.device)
         on_error.pop_all()  # built: the caller owns the run directory now
     return cfg, rt, bench, data, method, rundir
+
+
+def run_benchmark(cfg: RunConfig, bench: Benchmark | None = None) -> Benchmark:
+    """The run's benchmark (class order, task split): `bench` if given, else built from `cfg`; a method
+    that learns every class at once (`single_task`, the `joint` bound) gets them as one task."""
+    bench = bench if bench is not None else make_benchmark(cfg, cfg.seed)
+    if METHODS.get(cfg.method).single_task:
+        return dataclasses.replace(bench, tasks=[list(range(bench.n_classes))])
+    return bench
 
 
 class Session:
@@ -154,8 +165,8 @@ def seeded_method(cfg: RunConfig, backbone: Backbone, bench: Benchmark, rt: Runt
 def open_rundir(cfg: RunConfig, bench: Benchmark, out: Path | None, resume: Path | None,
                 rt: Runtime) -> RunWriter | RunDir | None:
     """The run directory. Rank 0 owns it (a RunWriter): on resume, checked against its records; for a new
-    run, created with its config, plan, digests and thread count. Other ranks read it on resume (a
-    RunDir) and have none for a new run."""
+    run, taken (its records are written by `record_new_run`). Other ranks read it on resume (a RunDir) and
+    have none for a new run."""
     if resume is not None:
         if not rt.is_main:
             RunDir(resume).verify(digest(bench.plan()))
@@ -168,15 +179,20 @@ def open_rundir(cfg: RunConfig, bench: Benchmark, out: Path | None, resume: Path
         return writer
     if not rt.is_main:
         return None
-    writer = RunWriter.create(out or default_out(cfg.benchmark.name, cfg.method))
-    with ExitStack() as on_error:
-        on_error.enter_context(writer)
-        describe = getattr(bench.source, "provenance", None)
-        config.save(cfg, writer.path / CONFIG, describe(cfg.data) if describe else None)
-        write_plan(bench, writer.path / PLAN)
-        writer.seal(digest(config.saved_tree(writer.path / CONFIG)), digest(bench.plan()), torch.get_num_threads())
-        on_error.pop_all()
-    return writer
+    return RunWriter.create(out or default_out(cfg.benchmark.name, cfg.method))
+
+
+def record_new_run(writer: RunWriter, cfg: RunConfig, bench: Benchmark, backbone: Backbone) -> None:
+    """A new run's records, each written once: `config.yaml` with what the data and the weights are (the
+    glyph world's fonts, the toy CLIP's recipe and sha256), `plan.json`, and their digests with the
+    thread count."""
+    describe = getattr(bench.source, "provenance", None)
+    provenance = dict(describe(cfg.data)) if describe else {}
+    if backbone.provenance:
+        provenance["backbone"] = backbone.provenance
+    config.save(cfg, writer.path / CONFIG, provenance or None)
+    write_plan(bench, writer.path / PLAN)
+    writer.seal(digest(config.saved_tree(writer.path / CONFIG)), digest(bench.plan()), torch.get_num_threads())
 
 
 def make_task(t: int, bench: Benchmark, data: dict[str, ImageDataset], seed: int,
@@ -195,10 +211,11 @@ def make_task(t: int, bench: Benchmark, data: dict[str, ImageDataset], seed: int
 
 
 def run(cfg: RunConfig | None, out: Path | None = None, resume: Path | None = None,
-        rt: Runtime | None = None, progress: bool = True) -> Path | None:
-    """Run (or continue) a class-incremental experiment; returns the run directory (None on ranks > 0)."""
+        rt: Runtime | None = None, progress: bool = True, bench: Benchmark | None = None) -> Path | None:
+    """Run (or continue) a class-incremental experiment; returns the run directory (None on ranks > 0).
+    `bench`: the benchmark of `cfg` when the caller built it already (`catalog.check` returns it)."""
     start_time = time.time()
-    cfg, rt, bench, data, method, rundir = prepare(cfg, out, resume, rt, progress)
+    cfg, rt, bench, data, method, rundir = prepare(cfg, out, resume, rt, progress, bench)
     with Session(rundir, rt):
         run_tasks(cfg, rt, bench, data, method, rundir, resume is not None, start_time)
     return rundir.path if rt.is_main else None
@@ -214,27 +231,29 @@ def run_tasks(cfg: RunConfig, rt: Runtime, bench: Benchmark, data: dict, method:
         R[rec["task"] - 1, : rec["task"]] = rec["acc_row"]
     elapsed_before = sum(rec.get("time_s", {}).get("total", 0.0) for rec in records)
     method.observers = observers(cfg)  # diagnostics asked for by the config
+    cache = EvalCache()
     bar = tqdm(total=T, initial=start, desc=f"{cfg.method} on {bench.name}", disable=not rt.bars)
     for t in range(start, T):
         seed_everything(derive_seed(cfg.seed, "task", t))
         task = make_task(t, bench, data, cfg.seed, method.exemplar_rows())
         method.begin_task(task)
         try:
-            record = run_task(method, task, bench, data, R)
+            record = run_task(method, task, bench, data, R, cache)
         except UserError as exc:
             raise UserError(f"{exc}{_advice(writer, t)}") from None
+        record["threads"] = torch.get_num_threads()
         if writer is not None:
-            record["threads"] = torch.get_num_threads()
             try:
                 writer.finish_task(record, method.learned.state_dict(), keep=cfg.checkpoint.keep)
             except UserError as exc:
                 raise UserError(f"{exc}{_advice(writer, t)}") from None
+        records.append(record)
         bar.update(1)
         bar.set_postfix(A=f"{record['A_t']:.1f}")
     bar.close()
     if writer is not None:
         try:
-            finish(writer, cfg, bench, R, time.time() - start_time + elapsed_before)
+            finish(writer, cfg, bench, R, records[-1], time.time() - start_time + elapsed_before)
         except UserError as exc:
             raise UserError(f"{exc}{_advice(writer, T)}") from None
 
@@ -303,13 +322,14 @@ def _advice(writer: RunWriter | None, t: int) -> str:
             "other settings need another --out)")
 
 
-def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, ImageDataset], R: np.ndarray) -> dict:
+def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, ImageDataset], R: np.ndarray,
+             cache: EvalCache) -> dict:
     t = task.index
     t0 = time.time()
     info = method.train_task(task) or {}
     t1 = time.time()
     faults.point(f"eval:task {t + 1}")
-    preds, labels = evaluate_task(method, task, data, method.cfg.eval.batch_size)
+    preds, labels = evaluate_task(method, task, data["test"], method.cfg.eval.batch_size, cache)
     counts_t = method.rt.all_reduce_sum(task_counts(preds, labels, bench.tasks[: t + 1]))
     accs, counts = accuracies(counts_t)
     R[t, : t + 1] = accs
@@ -325,31 +345,8 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
     return record
 
 
-def evaluate_task(method: Method, task: Task, data: dict, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions on this rank's share of the test images of all seen classes, through the method's
-    `class_features` and `scores` hooks (on the image tower's outputs). With a frozen image encoder, the whole test set is
-    encoded once (first task) and every later evaluation applies only the method's `head`."""
-    rt, test = method.rt, data["test"]
-    idx = np.nonzero(np.isin(test.labels, task.seen))[0]
-    mine = idx[rt.shard(len(idx))]  # every rank tests its share
-    with torch.no_grad():
-        protos = method.class_features(task.seen).float()  # (C, D)
-    if not method.frozen_image_encoder:
-        preds = predict(method.model.visual, method.scores, protos, task.seen, subset_dataset(test, mine), rt,
-                        batch_size, desc=f"task {task.index + 1} eval")
-        return preds, test.labels[mine]
-    if "test_features" not in data:
-        data["test_features"] = method.encode(test, "test features (encoded once)")[0]
-        data["test_tower"] = tower_version(method.model.visual)
-    elif tower_version(method.model.visual) != data["test_tower"]:
-        raise RuntimeError(f"method {type(method).__name__} sets frozen_image_encoder = True but its image tower "
-                           "changed after the test features were cached; it must not set the flag")
-    feats = data["test_features"][torch.as_tensor(mine, device=data["test_features"].device)]
-    return predict_features(method.scores, protos, feats, task.seen), test.labels[mine]
-
-
-def finish(rundir: RunWriter, cfg: RunConfig, bench: Benchmark, R: np.ndarray, wall: float) -> None:
-    last = rundir.run.records()[-1]
+def finish(rundir: RunWriter, cfg: RunConfig, bench: Benchmark, R: np.ndarray, last: dict, wall: float) -> None:
+    """The summary of a finished run (`last`: the last task's metrics line) and its plot."""
     counts = last["counts"]
     summ = metrics.summary(R, counts)
     summary = {"method": cfg.method, "benchmark": cfg.benchmark.name, "backbone": cfg.model.backbone,

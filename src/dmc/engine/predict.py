@@ -63,7 +63,13 @@ class Predictor:
     def __init__(self, method: Method, labels: list[int], classes: list[str], task: int, run_dir: Path) -> None:
         self.method, self.classes, self.task, self.run_dir = method, classes, task, run_dir
         with torch.no_grad():
-            self.protos = method.class_features(labels).float()  # (C, D), row i for classes[i]
+            self.classifier = method.classifier(labels)  # tower outputs (B, D) -> (B, C), column i for classes[i]
+
+    def features(self, images: Images, batch_size: int | None = None) -> torch.Tensor:
+        """The image tower's outputs (N, D) float32 of the images: what `classifier` scores."""
+        m = self.method
+        dataset = _dataset(images, m.backbone.preprocess)
+        return encode_dataset(m.model.visual, dataset, m.rt, batch_size or m.cfg.eval.batch_size, "predict")[0]
 
     def scores(self, images: Images, batch_size: int | None = None) -> torch.Tensor:
         """Scores (N, C) of every image against every class, as the run's evaluation computes them."""
@@ -72,9 +78,9 @@ class Predictor:
         bs = batch_size or m.cfg.eval.batch_size
         if m.frozen_image_encoder:
             feats, _ = encode_dataset(m.model.visual, dataset, m.rt, bs, "predict")
-            batches = feature_scores(m.scores, self.protos, feats)
+            batches = feature_scores(self.classifier, feats)
         else:
-            batches = image_scores(m.model.visual, m.scores, self.protos, dataset, m.rt, bs, "predict")
+            batches = image_scores(m.model.visual, self.classifier, dataset, m.rt, bs, "predict")
         out = [s.cpu() for s in batches]
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 

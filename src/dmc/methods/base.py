@@ -1,24 +1,25 @@
 """What a method is: a few hooks on the shared class-incremental loop (dmc.engine.loop).
 
 The loop calls, for each task: `begin_task` (structure only: new classes, new task tokens — also replayed
-on resume before the checkpoint is loaded), `train_task` (all training stages), then evaluation through
-`class_features` (the classifier over the seen classes) and `scores` (the image tower's outputs against
-it; by default the cosine of `head(feats)` with each prototype), on cached tower outputs when the image
-tower is frozen. Every module that training changes is registered in `learned`, whose torch `state_dict`
-is the checkpoint. A method with `uses_exemplars` trains on its task's images plus the exemplars of old
-classes (the loop adds them) and picks its new classes' exemplars with `remember_exemplars`.
+on resume before the checkpoint is loaded), `train_task` (all training stages), then evaluates through
+`classifier(seen)`: one object (`methods.classifier`) that maps image-tower outputs (B, D) to scores
+(B, C) over the seen classes, on cached tower outputs when the image tower is frozen. Every module that
+training changes is registered in `learned`, whose torch `state_dict` is the checkpoint. What a method
+needs of the loop beyond its hooks it declares: `needs()` (a calibration, whose memory the loop checks up
+front) and `uses_exemplars` (old classes' exemplars, which the loop adds to each task's images through
+`exemplar_rows` and the method picks with `remember_exemplars`).
 
 A method sees its own config section (`opts`, from its line in the method table) and, in `cfg`, only the
 shared sections it names in `uses`: what it reads is stated once, at the top of its class.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dmc.config import RunConfig
@@ -26,6 +27,7 @@ from dmc.data.benchmark import Benchmark
 from dmc.data.dataset import ImageDataset
 from dmc.config.table import METHODS
 from dmc.memory.exemplars import ExemplarMemory, herding, random_exemplars
+from dmc.methods.classifier import Classifier, CosineClassifier
 from dmc.models.clip import Backbone, template_text_features
 from dmc.training.features import encode_dataset
 from dmc.training.losses import cosine_logits
@@ -36,6 +38,14 @@ from dmc.training.task import Task
 class Settings(SimpleNamespace):
     """The part of a run's config a method sees: `seed`, `eval` (how the harness encodes) and the shared
     sections the method `uses` (`vision`, `prompt`, `replay`, `memory`, `calibration`)."""
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method asks of the loop beyond its hooks, read before the first task: the loop never asks
+    which method it runs."""
+
+    calibration: bool = False  # it calibrates stored statistics per task (`calibration.*`): the loop checks up front that the calibration's memory fits
 
 
 def settings(cfg: RunConfig, uses: tuple[str, ...]) -> Settings:
@@ -81,23 +91,14 @@ class Method:
     def train_task(self, task: Task) -> dict:
         return {}
 
-    def class_features(self, classes: list[int]) -> torch.Tensor:
-        """Normalised class prototypes (C, D) used as the classifier over `classes`."""
-        return self.template_features(classes)
+    def classifier(self, classes: list[int]) -> Classifier:
+        """The classifier over `classes` (C of them) as the method stands now: image-tower outputs (B, D) ->
+        scores (B, C), column j for classes[j]. Default: the cosine with the template text features."""
+        return CosineClassifier(self.template_features(classes))
 
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """`head` of the image tower's outputs (B, D): the features a cosine classifier compares."""
-        return self.head(self.model.visual(images))  # (B, D), normalised
-
-    def head(self, feats: torch.Tensor) -> torch.Tensor:
-        """Image-encoder output (B, D) -> normalised features compared with the class prototypes."""
-        return F.normalize(feats, dim=-1)
-
-    def scores(self, feats: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
-        """(B, C) scores of image-tower outputs feats (B, D, float32; cached when the tower is frozen) against
-        `class_features` protos; the prediction is their argmax. Default: the cosine of `head(feats)` with
-        each prototype."""
-        return self.head(feats).float() @ protos.t()
+    def needs(self) -> Needs:
+        """What the loop checks for this method before it trains (a method that calibrates says so)."""
+        return Needs()
 
     def observe(self, event: str, task: Task, **data: Any) -> dict:
         """Tell the loop's observers that `event` happened in this task (e.g. "calibrated": old classes'

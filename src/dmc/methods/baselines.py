@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from dmc.methods.base import Method
+from dmc.methods.classifier import CosineClassifier
 from dmc.methods.stages import train_prompts, train_vision
 from dmc.models.prompts import PromptLearner
 from dmc.training.task import Task
@@ -61,5 +62,5 @@ class CoOp(Method):
         return {"stage2_loss": losses}
 
     @torch.no_grad()
-    def class_features(self, classes: list[int]) -> torch.Tensor:
-        return self.prompts(classes)
+    def classifier(self, classes: list[int]) -> CosineClassifier:
+        return CosineClassifier(self.prompts(classes))  # (C, D) prompt features

@@ -15,26 +15,48 @@ one pooled shrunk covariance (FSA's head). `memhead.kind=none` is DMC-OT's own c
 `memhead.stage1` says when stage 1 adapts the tower (every task as DMC-OT, the first task only, never):
 when it does not, the stored statistics are exact and nothing is calibrated.
 
-The head is a pure function of the memory, rebuilt when the classifier is asked for (`class_features`):
+The head is a pure function of the memory, rebuilt with every classifier (`classifier(classes)`):
 the checkpoint is DMC-OT's (tower, prompts, memory), so `dmc predict`, `dmc.load` and --resume need nothing
 more. What it keeps per class: the memory's mean (D) and covariance (D x D) in float32.
 """
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from dmc.discriminant import fused_scores, gaussian_factors, lda_scores, lda_weights, qda_scores, student_t_scores
+from dmc.methods.classifier import Classifier, CosineClassifier
 from dmc.methods.dmc import DMCOT
 from dmc.training.task import Task
 
 
+class GaussianHead(nn.Module):
+    """Discriminant scores (B, C) of raw image-tower outputs (B, D) from the classes' statistics: `qda`
+    and `t` read (means, Cholesky factors, log-determinants or None), `lda` the weights and biases."""
+
+    def __init__(self, kind: str, factors: tuple, dof: float) -> None:
+        super().__init__()
+        self.kind, self.factors, self.dof = kind, factors, dof
+
+    def forward(self, feats: Tensor) -> Tensor:
+        if self.kind == "t":
+            return student_t_scores(feats, *self.factors, self.dof)
+        return qda_scores(feats, *self.factors) if self.kind == "qda" else lda_scores(feats, *self.factors)
+
+
+class FusedClassifier(Classifier):
+    """log_softmax_c(head(x)) + lambda * cos(x, p_c) (B, C): the discriminant head and the text classifier."""
+
+    def __init__(self, head: GaussianHead, text: CosineClassifier, text_weight: float) -> None:
+        super().__init__()
+        self.head, self.text, self.text_weight = head, text, text_weight
+
+    def forward(self, feats: Tensor) -> Tensor:
+        return fused_scores(self.head(feats), self.text(feats), self.text_weight).float()
+
+
 class DMCOTMem(DMCOT):
     """DMC-OT + a discriminant head on its calibrated memory, fused with the text classifier."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._head: tuple | None = None  # (classes, head factors) of the last `class_features` call
 
     # ---- training: DMC-OT's, with stage 1 on the tasks `memhead.stage1` names
     def adapts_tower(self, task: Task) -> bool:
@@ -44,38 +66,23 @@ class DMCOTMem(DMCOT):
     def stage1(self, task: Task, before: nn.Module | None) -> dict:
         return super().stage1(task, before) if self.adapts_tower(task) else {}
 
-    # ---- the classifier: text prototypes, and the head of the same classes
+    # ---- the classifier: the prompts' cosine, fused with the head of the same classes
     @torch.no_grad()
-    def class_features(self, classes: list[int]) -> torch.Tensor:
-        """The prompts (C, D) of `classes`; the discriminant head of the same classes is computed here
-        from the memory and used by `scores` with these prototypes."""
-        h = self.opts
-        if h.kind == "none":
-            self._head = None
-        else:
-            means, covs = self.bank.means(classes), self.bank.covs(classes)  # (C, D), (C, D, D) or (C, D)
-            if covs.ndim == 2:  # memory.covariance=diag
-                covs = torch.diag_embed(covs)
-            if h.kind in ("qda", "t"):
-                mu, chol, logdet = gaussian_factors(means, covs, h.gamma)
-                self._head = (len(classes), h.kind, (mu, chol, logdet if h.logdet else None))
-            else:
-                self._head = (len(classes), "lda", lda_weights(means, covs, h.gamma))
-        return super().class_features(classes)
-
-    def head_scores(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, C) discriminant scores of image-tower outputs feats (B, D) over the classes of the last
-        `class_features` call."""
-        _, kind, factors = self._head
-        if kind == "t":
-            return student_t_scores(feats, *factors, self.opts.dof)
-        return qda_scores(feats, *factors) if kind == "qda" else lda_scores(feats, *factors)
-
-    def scores(self, feats: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
-        """log_softmax(head) + lambda * cos(x, prompt) (B, C); text alone for `memhead.kind=none`."""
-        text = self.head(feats).float() @ protos.t()  # (B, C) cosines
-        if self._head is None:
+    def classifier(self, classes: list[int]) -> Classifier:
+        """DMC-OT's text classifier over `classes`, fused with the discriminant head of their statistics
+        (`memhead.kind=none`: the text classifier alone)."""
+        text = super().classifier(classes)
+        if self.opts.kind == "none":
             return text
-        if self._head[0] != protos.shape[0]:
-            raise RuntimeError("scores() needs the prototypes of the last class_features() call")
-        return fused_scores(self.head_scores(feats), text, self.opts.text_weight).float()
+        return FusedClassifier(self.gaussian_head(classes), text, self.opts.text_weight)
+
+    def gaussian_head(self, classes: list[int]) -> GaussianHead:
+        """The discriminant head of `classes` from the memory (`memhead.kind`, `gamma`, `logdet`, `dof`)."""
+        h = self.opts
+        means, covs = self.bank.means(classes), self.bank.covs(classes)  # (C, D), (C, D, D) or (C, D)
+        if covs.ndim == 2:  # memory.covariance=diag
+            covs = torch.diag_embed(covs)
+        if h.kind in ("qda", "t"):
+            mu, chol, logdet = gaussian_factors(means, covs, h.gamma)
+            return GaussianHead(h.kind, (mu, chol, logdet if h.logdet else None), h.dof)
+        return GaussianHead("lda", lda_weights(means, covs, h.gamma), h.dof)

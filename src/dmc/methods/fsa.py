@@ -18,6 +18,7 @@ import torch
 from dmc.discriminant import lda_weights
 from dmc.memory.gaussian import GaussianBank
 from dmc.methods.base import Method
+from dmc.methods.classifier import LinearClassifier
 from dmc.methods.stages import adapt_first_session
 from dmc.training.task import Task
 
@@ -44,15 +45,9 @@ class FSA(Method):
         info["time_s"]["memory"] = time.time() - clock
         return info
 
-    # ---- evaluation: scores = [x, 1] . [w_c, b_c]
+    # ---- evaluation: w_c^T x + b_c on the raw tower outputs (the LDA is fitted on them)
     @torch.no_grad()
-    def class_features(self, classes: list[int]) -> torch.Tensor:
-        """The LDA weights and bias of `classes`, (C, D + 1) float32."""
+    def classifier(self, classes: list[int]) -> LinearClassifier:
         covs = self.bank.covs(classes)
         covs = torch.diag_embed(covs) if covs.ndim == 2 else covs  # memory.covariance=diag
-        w, b = lda_weights(self.bank.means(classes), covs, self.opts.gamma)
-        return torch.cat([w, b[:, None]], dim=1).float()
-
-    def head(self, feats: torch.Tensor) -> torch.Tensor:
-        """[x, 1] (B, D + 1), not normalised: the LDA is fitted on the raw tower outputs."""
-        return torch.cat([feats.float(), feats.new_ones(feats.shape[0], 1, dtype=torch.float32)], dim=1)
+        return LinearClassifier(*lda_weights(self.bank.means(classes), covs, self.opts.gamma))  # (C, D), (C,)

@@ -18,7 +18,8 @@ from torch import nn
 
 from dmc.calibration import make_calibration
 from dmc.memory.gaussian import GaussianBank
-from dmc.methods.base import Method
+from dmc.methods.base import Method, Needs
+from dmc.methods.classifier import CosineClassifier
 from dmc.models.prompts import PromptLearner
 from dmc.training.task import Task
 
@@ -119,5 +120,8 @@ class PromptReplay(Method):
 
     # ---- evaluation
     @torch.no_grad()
-    def class_features(self, classes: list[int]) -> torch.Tensor:
-        return self.prompts(classes)
+    def classifier(self, classes: list[int]) -> CosineClassifier:
+        return CosineClassifier(self.prompts(classes))  # (C, D) prompt features
+
+    def needs(self) -> Needs:
+        return Needs(calibration=True)

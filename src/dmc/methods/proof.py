@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from dmc.analytic import class_means
 from dmc.methods.base import Method
+from dmc.methods.classifier import Classifier
 from dmc.models.fusion import ContextFusion, ExpandableProjection
 from dmc.training.features import feature_batches, label_lut
 from dmc.training.fit import fit
@@ -140,16 +141,24 @@ class Proof(Method):
 
     # ---- evaluation
     @torch.no_grad()
-    def class_features(self, classes: list[int]) -> Tensor:
-        """The fusion's inputs of each class, side by side: template text and visual prototype (C, 2D)."""
-        return torch.cat([self.template_features(classes), self.net.prototypes[classes]], dim=1)
+    def classifier(self, classes: list[int]) -> ProofClassifier:
+        return ProofClassifier(self.net, self.template_features(classes), self.net.prototypes[classes])
+
+
+class ProofClassifier(Classifier):
+    """PROOF's inference rule, cos(P_i(z), P_t(w_c)) + <q, t_c> + <q, r_c> (B, C), through the fusion
+    network with each class's template text w_c and visual prototype p_c."""
+
+    def __init__(self, net: ProofHead, text: Tensor, prototypes: Tensor, chunk: int = 256) -> None:
+        super().__init__()
+        self.net, self.chunk = net, chunk
+        self.register_buffer("text", text.float())  # (C, D) template text features
+        self.register_buffer("prototypes", prototypes.float())  # (C, D) visual prototypes
 
     @torch.no_grad()
-    def scores(self, feats: Tensor, protos: Tensor, chunk: int = 256) -> Tensor:
-        """PROOF's inference rule: cos(P_i(z), P_t(w_c)) + <q, t_c> + <q, r_c> (B, C), in chunks of images."""
-        text, proto = protos.split(protos.shape[1] // 2, dim=1)  # (C, D) each
+    def forward(self, feats: Tensor) -> Tensor:
         out = []
-        for z in feats.split(chunk):
-            img, txt, by_text, by_proto = self.net(z, text, proto)
-            out.append(img @ txt.t() + by_text + by_proto)
+        for z in feats.split(self.chunk):  # (b, D) chunks of images
+            img, txt, by_text, by_proto = self.net(z, self.text, self.prototypes)
+            out.append(img @ txt.t() + by_text + by_proto)  # (b, C)
         return torch.cat(out)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from dmc.analytic import one_hot, random_features, random_projection, ridge_solve, ridge_sums, select_ridge
 from dmc.methods.base import Method
+from dmc.methods.classifier import Classifier
 from dmc.methods.stages import adapt_first_session
 from dmc.training.features import label_lut
 from dmc.training.runtime import derive_seed
@@ -134,15 +135,28 @@ class RanPAC(Method):
         info["time_s"]["solve"] = time.time() - clock
         return info
 
-    # ---- evaluation: scores = head(x) . class_features, i.e. h W (+ w cos(x, t))
+    # ---- evaluation
     @torch.no_grad()
-    def class_features(self, classes: list[int]) -> torch.Tensor:
-        """The read-out's columns of `classes` (C, M), followed by w * t_c (C, D) when text_weight w > 0."""
-        cols = self.readout.weights()[:, classes].T.float()  # (C, M)
+    def classifier(self, classes: list[int]) -> RidgeClassifier:
         w = self.opts.text_weight
-        return torch.cat([cols, w * self.template_features(classes)], dim=1) if w else cols
+        text = w * self.template_features(classes) if w else None  # (C, D)
+        return RidgeClassifier(self.readout, self.readout.weights()[:, classes].T.float(), text)
 
-    def head(self, feats: torch.Tensor) -> torch.Tensor:
-        """h (B, M), followed by norm(x) (B, D) when text_weight > 0 (not normalised: scores are h W)."""
+
+class RidgeClassifier(Classifier):
+    """RanPAC's scores h(x) W_c (+ w cos(x, t_c)): the read-out's columns (C, M) of the classes on the random
+    features h (B, M), and, with ranpac.text_weight w > 0, the template text t_c (C, D) scaled by w."""
+
+    def __init__(self, readout: RidgeReadout, weight: Tensor, text: Tensor | None = None) -> None:
+        super().__init__()
+        self.readout = readout  # h = relu(norm(x) P), P from its seed
+        self.register_buffer("weight", weight)  # (C, M) float32
+        self.register_buffer("text", text)  # (C, D) w * t_c, or None
+
+    def forward(self, feats: Tensor) -> Tensor:
         h = self.readout.features(feats).float()  # (B, M)
-        return torch.cat([h, F.normalize(feats.float(), dim=-1)], dim=1) if self.opts.text_weight else h
+        if self.text is None:
+            return h @ self.weight.t()  # (B, C)
+        # [h, norm(x)] against [W_c, w t_c] in one matmul: the float operations the runs were scored by
+        x = torch.cat([h, F.normalize(feats.float(), dim=-1)], dim=1)  # (B, M + D)
+        return x @ torch.cat([self.weight, self.text], dim=1).t()  # (B, C)

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from dmc.memory.gaussian import GaussianBank
 from dmc.methods.base import Method
+from dmc.methods.classifier import CosineClassifier
 from dmc.training.features import feature_batches, label_lut
 from dmc.training.fit import fit
 from dmc.training.losses import cosine_logits, cross_entropy
@@ -188,6 +189,6 @@ class RAPF(Method):
                    weight_decay=r.weight_decay, desc=f"task {task.index + 1} adapter",
                    hint="lower rapf.lr (e.g. --set rapf.lr=1e-4)")
 
-    # ---- evaluation
-    def head(self, feats: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.adapter(feats), dim=-1)  # (B, D)
+    # ---- evaluation: cos(A x, t_c)
+    def classifier(self, classes: list[int]) -> CosineClassifier:
+        return CosineClassifier(self.template_features(classes), adapter=self.adapter)

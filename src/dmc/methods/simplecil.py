@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from dmc.memory.gaussian import GaussianBank
 from dmc.methods.base import Method
+from dmc.methods.classifier import CosineClassifier
 from dmc.training.task import Task
 
 
@@ -36,5 +37,5 @@ class SimpleCIL(Method):
         return {}
 
     @torch.no_grad()
-    def class_features(self, classes: list[int]) -> torch.Tensor:
-        return F.normalize(self.bank.means(classes), dim=-1)  # (C, D)
+    def classifier(self, classes: list[int]) -> CosineClassifier:
+        return CosineClassifier(F.normalize(self.bank.means(classes), dim=-1))  # (C, D) class means

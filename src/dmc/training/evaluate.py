@@ -12,41 +12,40 @@ from dmc.data.dataset import ImageDataset
 from dmc.training.runtime import Runtime
 
 
+Classifier = Callable[[torch.Tensor], torch.Tensor]  # a method's classifier: tower outputs (B, D) -> scores (B, C)
+
+
 @torch.inference_mode()
-def image_scores(visual: Callable[[torch.Tensor], torch.Tensor], score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 protos: torch.Tensor, dataset: ImageDataset, rt: Runtime, batch_size: int,
-                 desc: str = "eval") -> Iterator[torch.Tensor]:
-    """Per batch of the dataset (in order), the scores (B, C) `score(visual(x), protos)`: the method's
-    `scores` hook on the image tower's outputs (float32), against its `class_features` protos. What
-    evaluation and `dmc predict` rank classes by."""
+def image_scores(visual: Callable[[torch.Tensor], torch.Tensor], classifier: Classifier, dataset: ImageDataset,
+                 rt: Runtime, batch_size: int, desc: str = "eval") -> Iterator[torch.Tensor]:
+    """Per batch of the dataset (in order), the scores (B, C) `classifier(visual(x))`: the method's classifier
+    on the image tower's outputs (float32). What evaluation and `dmc predict` rank classes by."""
     loader = rt.loader(dataset, batch_size)
     for x, _ in tqdm(loader, desc=desc, leave=False, disable=not rt.bars):
         faults.point(f"predict:{desc}")
         with rt.autocast():
             feats = visual(x.to(rt.device, non_blocking=True))
-        yield score(feats.float(), protos).float()  # (B, C)
+        yield classifier(feats.float()).float()  # (B, C)
 
 
 @torch.inference_mode()
-def feature_scores(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], protos: torch.Tensor,
-                   feats: torch.Tensor, batch_size: int = 4096) -> Iterator[torch.Tensor]:
+def feature_scores(classifier: Classifier, feats: torch.Tensor, batch_size: int = 4096) -> Iterator[torch.Tensor]:
     """Like `image_scores`, from cached image-encoder outputs feats (N, D) (methods whose image encoder is
-    frozen): `score(feats, protos)` (B, C), the method's `scores` hook, per batch."""
+    frozen): `classifier(feats)` (B, C) per batch."""
     for f in feats.split(batch_size):
-        yield score(f, protos).float()
+        yield classifier(f).float()
 
 
-def predict(visual: Callable[[torch.Tensor], torch.Tensor], score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-            protos: torch.Tensor, seen: list[int], dataset: ImageDataset, rt: Runtime, batch_size: int,
-            desc: str = "eval") -> np.ndarray:
+def predict(visual: Callable[[torch.Tensor], torch.Tensor], classifier: Classifier, seen: list[int],
+            dataset: ImageDataset, rt: Runtime, batch_size: int, desc: str = "eval") -> np.ndarray:
     """Predicted remapped labels (N,) for every sample: argmax of `image_scores` over the `seen` classes."""
-    return _argmax(image_scores(visual, score, protos, dataset, rt, batch_size, desc), seen, rt.device)
+    return _argmax(image_scores(visual, classifier, dataset, rt, batch_size, desc), seen, rt.device)
 
 
-def predict_features(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], protos: torch.Tensor,
-                     feats: torch.Tensor, seen: list[int], batch_size: int = 4096) -> np.ndarray:
+def predict_features(classifier: Classifier, feats: torch.Tensor, seen: list[int],
+                     batch_size: int = 4096) -> np.ndarray:
     """Like `predict`, from cached image-encoder outputs feats (N, D): argmax of `feature_scores`."""
-    return _argmax(feature_scores(score, protos, feats, batch_size), seen, feats.device)
+    return _argmax(feature_scores(classifier, feats, batch_size), seen, feats.device)
 
 
 def _argmax(batches: Iterable[torch.Tensor], seen: list[int], device: torch.device) -> np.ndarray:
