@@ -207,3 +207,24 @@ def test_digits_without_scikit_learn_name_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(UserError, match=r'pip install "dmc\[suite\]"'):
         digits.load()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--jobs", "0"], "bad value for --jobs: 0"),
+    (["--regimes", "v9"], "unknown regime 'v9'"),
+    (["--methods", "simplecil,nope"], "unknown contender 'nope'"),
+    (["--seeds", "one"], "bad value for --seeds"),
+    (["--reference", "zeroshot"], "unknown contender 'zeroshot' for --reference"),
+    (["--grid", "missing.yaml"], "cannot read the suite's grid file missing.yaml"),
+    (["--regimes", "v2", "--seeds", str(2**40)], "bad value for seed"),
+])
+def test_bad_suite_commands_end_in_one_line(tmp_path, capsys, argv, needle):
+    ended = suite(capsys, "--out", str(tmp_path / "s"), "--methods", "simplecil", *argv)
+    assert ended.returncode == 2 and needle in ended.stderr and ended.stderr.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_file_as_the_suite_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    ended = suite(capsys, "--out", str(tmp_path / "f"), "--methods", "simplecil", "--regimes", "v2")
+    assert ended.returncode == 2 and "is a file, not a folder" in ended.stderr
