@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     _run_parser(sub)
     _look_parsers(sub)
     _sweep_parser(sub)
+    _suite_parser(sub)
     _predict_parser(sub)
     world_commands.add_parsers(sub)
     _bench_parsers(sub)
@@ -130,6 +131,21 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per run (more than one: torchrun)")
     s.add_argument("--cpus-per-run", type=int, help="CPUs per run asked of the scheduler")
     s.add_argument("--time", type=int, default=24 * 60, metavar="MINUTES", help="time limit per run (submitit)")
+
+
+def _suite_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("suite", help="the transfer suite: contenders x regimes x seeds on validation rows, then "
+                                     "a paired table per regime and the worst case (docs/suite.md)")
+    s.add_argument("--out", type=Path, required=True, help="the suite's folder (run again to continue it)")
+    s.add_argument("--grid", type=Path, help="a grid file of your own (default: the package's transfer.yaml)")
+    s.add_argument("--methods", nargs="+", metavar="C", help="contenders by name (default: all of the grid file)")
+    s.add_argument("--regimes", nargs="+", metavar="R", help="regimes by name (default: all of the grid file)")
+    s.add_argument("--seeds", nargs="+", metavar="N", help="seeds (default: the grid file's, 0 1 2)")
+    s.add_argument("--reference", help="the contender others are paired against (default: the grid file's)")
+    s.add_argument("--jobs", type=int, default=1, help="runs at once (default: 1)")
+    s.add_argument("--threads", type=int, help="torch threads per run (default: this machine's cores // jobs)")
+    s.add_argument("--smoke", action="store_true", help="tiny runs (3 tasks, 1 epoch per stage, few images)")
+    s.add_argument("--dry-run", action="store_true", help="print the runs and an estimate of their cost; run nothing")
 
 
 def _names(values: list[str] | None) -> list[str] | None:
@@ -291,6 +307,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_suite(args: argparse.Namespace) -> int:
+    from dmc.engine import suite as st
+    from dmc.engine.sweep import Launch, run_sweep
+
+    launch = Launch(jobs=args.jobs, threads=args.threads)
+    launch.check()
+    suite = st.select(st.load_suite(args.grid), _names(args.methods), _names(args.regimes), _seeds(args.seeds),
+                      args.reference)
+    grid = st.make_grid(suite, args.smoke, st.dataset_roots(suite))
+    if args.dry_run:
+        st.check_runs(grid)
+        _print(st.estimate(suite, args.out, args.jobs))
+        return 0
+    st.open_suite(args.out, suite, grid)
+    results = run_sweep(args.out, grid, launch)
+    rows, missing = st.collect(args.out, suite)
+    _print(st.report(rows, suite.reference, list(suite.regimes)))
+    failed = [r.point.name for r in results if r.outcome is not None and r.outcome.code != 0]
+    if missing:
+        _print(f"\n{len(missing)} of {len(results)} runs did not finish (run the suite again to continue): "
+               + ", ".join(missing) + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if missing else 0
+
+
 def _seeds(values: list[str] | None) -> list[int] | None:
     names = _names(values)
     try:
@@ -353,6 +393,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare, "sweep": cmd_sweep,
+            "suite": cmd_suite,
             "predict": cmd_predict, "bench-ot": cmd_bench_ot, "bench-speed": cmd_bench_speed,
             "bench-ridge": cmd_bench_ridge, **world_commands.COMMANDS}
 
