@@ -155,6 +155,39 @@ def test_killing_the_sweep_stops_its_runs(tmp_path):
     assert "interrupted" in (folder / "synthetic-dmc-s1" / "run.log").read_text()
 
 
+@pytest.mark.parametrize("group", [False, True], ids=["sweep-pid", "process-group"])
+def test_one_ctrl_c_stops_the_sweep(tmp_path, group):
+    """One SIGINT (to the sweep's pid, or to its process group as a terminal's Ctrl-C sends it): the running
+    run stops (interrupted, resumable), no queued run starts, the sweep exits 130."""
+    import signal
+    import time
+
+    folder = tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "dmc", "sweep", "--out", str(folder), *TINY, "--methods", "dmc", "--seeds", "1",
+            "2", "3", "--set", "vision.epochs=500"]
+    sweep_ = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    lock = folder / "synthetic-dmc-s1" / ".lock"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (lock.exists() and lock.read_text().strip()):
+        time.sleep(0.5)
+    time.sleep(1)
+    try:
+        if group:
+            os.killpg(sweep_.pid, signal.SIGINT)
+        else:
+            sweep_.send_signal(signal.SIGINT)
+        _, err = sweep_.communicate(timeout=120)
+    finally:
+        if sweep_.poll() is None:
+            os.killpg(sweep_.pid, signal.SIGKILL)
+    assert sweep_.returncode == 130, err
+    assert "interrupted" in (folder / "synthetic-dmc-s1" / "run.log").read_text()
+    assert not (folder / "synthetic-dmc-s2").exists() and not (folder / "synthetic-dmc-s3").exists()
+    assert status(folder / "synthetic-dmc-s1") != "finished"
+
+
 def _state(pid: int) -> str:
     try:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
