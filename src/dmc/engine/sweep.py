@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,6 +150,9 @@ class Launch:
                 raise UserError(f"bad value for --{flag}: {value}; must be >= {least}")
         if self.launcher != "slurm" and self.partition:
             raise UserError("--partition is an option of --launcher slurm")
+        if self.launcher == "slurm" and shutil.which("srun") is None:
+            raise UserError("--launcher slurm needs Slurm, and this machine has none (no srun on PATH); run the "
+                            "sweep on the cluster's login node, or use --launcher process or local here")
 
     def at_once(self, pending: int) -> int:
         return self.jobs or (max(1, pending) if self.launcher == "slurm" else 1)
@@ -172,7 +176,11 @@ def _submitit_runner(launch: Launch, folder: Path, env: dict[str, str],
         import submitit
     except ImportError:
         raise UserError(f"--launcher {launch.launcher} needs submitit: pip install 'dmc[cluster]'") from None
-    executor = submitit.AutoExecutor(folder=folder / ".submitit", cluster=launch.launcher)
+    try:
+        executor = submitit.AutoExecutor(folder=folder / ".submitit", cluster=launch.launcher)
+    except RuntimeError as exc:  # submitit finds no cluster of that kind
+        raise UserError(f"--launcher {launch.launcher}: {str(exc).splitlines()[0]}; use --launcher process "
+                        "or local on this machine") from None
     params = {"timeout_min": launch.time_min, "gpus_per_node": launch.gpus, "name": f"dmc-{folder.name}"}
     if launch.cpus or launch.threads:
         params["cpus_per_task"] = launch.cpus or launch.threads

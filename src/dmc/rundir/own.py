@@ -28,17 +28,27 @@ log = logging.getLogger(__name__)
 _HELD: set[Path] = set()  # folders this process has locked (POSIX locks do not exclude their own process)
 
 
-def mark(path: Path) -> None:
-    """Claim a new or empty folder for a run: the mark says that dmc created it and may remove what it
-    wrote there. A folder that already holds other files and no mark is refused, untouched."""
+def check_claimable(path: Path) -> bool:
+    """Whether `path` is already marked as a run directory (True) or is new or empty (False); a file, or a
+    folder holding other files and no mark, is refused in one line. Writes nothing: the command line calls
+    it before torch loads."""
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} is a file, not a folder; choose a folder for the run")
     if (path / MARKER).is_file() and not is_link(path / MARKER):
-        return
+        return True
     held = sorted(e.name for e in path.iterdir()) if path.is_dir() else []
     if held:
         raise UserError(f"--out {path} holds files that are not a dmc run (first: {held[0]}); choose a new or "
                         "empty folder (dmc never removes files it did not write)")
+    return False
+
+
+def mark(path: Path) -> None:
+    """Claim a new or empty folder for a run: the mark says that dmc created it and may remove what it
+    wrote there. A folder that already holds other files and no mark is refused, untouched."""
+    if check_claimable(path):
+        return
     try:
         write_text(path / MARKER, "a dmc run directory: dmc may remove the files it wrote here, and no others\n")
     except UserError as exc:
