@@ -245,6 +245,9 @@ def _disagreement(summary: dict, records: list[dict], tol: float = 1e-6) -> str 
     """What in a summary does not match the metrics lines it was made from (None when all does): the
     number of tasks, each task's A_t and accuracy row, Avg and Last."""
     tasks, matrix = summary.get("tasks"), summary.get("acc_matrix")
+    odd = next((k for k in ("avg", "last") if k in summary and not _is_number(summary[k])), None)
+    if odd is not None:
+        return f"{odd} is not a number"
     if not isinstance(tasks, int) or len(records) != tasks:
         return f"{tasks!r} tasks in the summary, {len(records)} metrics lines"
     curve = summary.get("incremental")
@@ -263,6 +266,10 @@ def _disagreement(summary: dict, records: list[dict], tol: float = 1e-6) -> str 
     except (KeyError, TypeError, ValueError, IndexError):
         return "a value missing or not a number"
     return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _whole_number(task: object) -> int | None:
