@@ -226,6 +226,7 @@ def test_one_ctrl_c_stops_the_sweep(tmp_path, group):
     assert "interrupted" in (folder / "synthetic-dmc-s1" / "run.log").read_text()
     assert not (folder / "synthetic-dmc-s2").exists() and not (folder / "synthetic-dmc-s3").exists()
     assert status(folder / "synthetic-dmc-s1") != "finished"
+    assert open_sweep(folder, None).seeds == [1, 2, 3]  # let go: the same sweep can be run again
 
 
 def _state(pid: int) -> str:

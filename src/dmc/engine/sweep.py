@@ -293,7 +293,7 @@ def follow_parent() -> None:
     parent = os.environ.get(PARENT)
     if not parent or not parent.isdigit() or os.getppid() != int(parent):
         return
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _interrupt_once)
     if _parent_death_signal(signal.SIGINT):
         if os.getppid() != int(parent):  # the sweep died before the kernel was told: stop now
             os.kill(os.getpid(), signal.SIGINT)
@@ -305,6 +305,13 @@ def follow_parent() -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=watch, name="follow-sweep", daemon=True).start()
+
+
+def _interrupt_once(signum: int, frame: object) -> None:
+    """SIGINT in a sweep's run: stop as Ctrl-C stops it, once. A terminal's Ctrl-C reaches the run and its
+    sweep, which then passes it on: the second one must not cut the first stop short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def _parent_death_signal(sig: int) -> bool:
