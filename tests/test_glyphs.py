@@ -116,3 +116,29 @@ def test_write_sheet(tmp_path):
 
     out = write_sheet(tmp_path / "sheet.png", WorldConfig(), n_classes=2, per_class=2)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_render_cache_is_checked_and_rebuilt_when_it_does_not_match(tmp_cache, caplog):
+    """Swapped cache files (train for test), a file cut short and changed pixels: each is rendered again
+    with one warning line, never used, and never a BadZipFile traceback."""
+    src = SOURCES.get("glyphs")
+    data = DataConfig(plugged={"world": WorldConfig(train_per_class=2, test_per_class=1)})
+    train, test = src.load(data, "train"), src.load(data, "test")
+    files = {len(np.load(f)["targets"]): f for f in (tmp_cache / "glyphs").glob("*.npz")}
+    train_file, test_file = files[200], files[100]
+    swap = train_file.read_bytes()
+    train_file.write_bytes(test_file.read_bytes())
+    test_file.write_bytes(swap)
+    caplog.clear()
+    assert np.array_equal(src.load(data, "train").items, train.items)
+    assert "swapped?" in caplog.text and "rendering them again" in caplog.text
+    test_file.write_bytes(test_file.read_bytes()[:500])  # cut short
+    assert np.array_equal(src.load(data, "test").items, test.items)
+    assert "unreadable (BadZipFile)" in caplog.text
+    with np.load(train_file) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["images"][0, 0, 0] ^= 255  # one changed pixel, the key left as it was
+    np.savez(train_file, **arrays)
+    caplog.clear()
+    assert np.array_equal(src.load(data, "train").items, train.items)
+    assert "differ from their recorded sha256" in caplog.text

@@ -111,7 +111,45 @@ def test_a_recorded_grid_must_be_whole(tmp_path, edit, needle):
     (tmp_path / "sweep.yaml").write_text("benchmarks: [synthetic]\nmethods: [dmc]\n")  # a file cut short
     with pytest.raises(UserError, match="lacks seeds, sets, smoke, backbone"):
         open_sweep(tmp_path, None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".dmc-sweep", ".lock", "sweep.yaml"]
+
+
+def test_a_sweep_refuses_a_folder_it_did_not_make(tmp_path):
+    """`dmc sweep --out` refuses a folder holding files and no mark, as `dmc run --out` does: nothing
+    written there (the user's compare.png is not overwritten)."""
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "compare.png").write_bytes(b"my plot")
+    with pytest.raises(UserError, match="holds files that are not a dmc sweep"):
+        open_sweep(tmp_path, Grid(["synthetic"], ["zeroshot"], [1], ["model.backbone=tiny"], smoke=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compare.png", "notes.txt"]
+    assert (tmp_path / "compare.png").read_bytes() == b"my plot"
+
+
+def test_a_sweep_adopts_only_a_run_with_its_own_config(tmp_path, tiny_dmc_run):
+    """A finished run of another config found under one of the sweep's run names is refused in one line,
+    never averaged into the sweep's table; the sweep's own finished run is skipped as before."""
+    grid = Grid(["synthetic"], ["zeroshot"], [1], ["model.backbone=tiny"], smoke=True)
+    open_sweep(tmp_path, grid)
+    shutil.copytree(tiny_dmc_run, tmp_path / grid.points()[0].name)
+    with pytest.raises(UserError, match="holds a run whose config is not the one this sweep gives it"):
+        open_sweep(tmp_path, None)
+
+
+def test_two_sweeps_on_one_folder(tmp_path):
+    """While one sweep holds the folder, a second one stops at once in one line, exit 2."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from dmc.engine.grid import take_folder; take_folder(Path(sys.argv[1]), False); "
+                               "print('held', flush=True); time.sleep(60)", str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = sweep(tmp_path, *TINY, "--methods", "zeroshot", "--seeds", "1")
+    finally:
+        holder.kill()
+        holder.wait()
+    errors = [line for line in done.stderr.splitlines() if line.startswith("dmc: error:")]
+    assert done.returncode == 2 and len(errors) == 1 and "in use by another dmc sweep" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "synthetic-zeroshot-s1").exists()
 
 
 def test_a_run_finished_meanwhile_by_another_process_is_not_failed(tmp_path):
@@ -148,11 +186,47 @@ def test_killing_the_sweep_stops_its_runs(tmp_path):
     time.sleep(2)
     parent.kill()
     parent.wait()
-    deadline = time.time() + 30
+    killed = time.time()
+    deadline = killed + 120  # the child's own clean stop (run.log, loaders) needs CPU time on a loaded machine
     while time.time() < deadline and os.path.exists(f"/proc/{child}") and _state(child) != "Z":
         time.sleep(0.5)
     assert not os.path.exists(f"/proc/{child}") or _state(child) == "Z", "the run outlived its sweep"
+    print(f"the run stopped {time.time() - killed:.1f} s after its sweep was killed")
     assert "interrupted" in (folder / "synthetic-dmc-s1" / "run.log").read_text()
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["sweep-pid", "process-group"])
+def test_one_ctrl_c_stops_the_sweep(tmp_path, group):
+    """One SIGINT (to the sweep's pid, or to its process group as a terminal's Ctrl-C sends it): the running
+    run stops (interrupted, resumable), no queued run starts, the sweep exits 130."""
+    import signal
+    import time
+
+    folder = tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "dmc", "sweep", "--out", str(folder), *TINY, "--methods", "dmc", "--seeds", "1",
+            "2", "3", "--set", "vision.epochs=500"]
+    sweep_ = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    lock = folder / "synthetic-dmc-s1" / ".lock"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (lock.exists() and lock.read_text().strip()):
+        time.sleep(0.5)
+    time.sleep(1)
+    try:
+        if group:
+            os.killpg(sweep_.pid, signal.SIGINT)
+        else:
+            sweep_.send_signal(signal.SIGINT)
+        _, err = sweep_.communicate(timeout=120)
+    finally:
+        if sweep_.poll() is None:
+            os.killpg(sweep_.pid, signal.SIGKILL)
+    assert sweep_.returncode == 130, err
+    assert "interrupted" in (folder / "synthetic-dmc-s1" / "run.log").read_text()
+    assert not (folder / "synthetic-dmc-s2").exists() and not (folder / "synthetic-dmc-s3").exists()
+    assert status(folder / "synthetic-dmc-s1") != "finished"
+    assert open_sweep(folder, None).seeds == [1, 2, 3]  # let go: the same sweep can be run again
 
 
 def _state(pid: int) -> str:

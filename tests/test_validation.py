@@ -118,7 +118,10 @@ def _fake_run(root, name, seed, avg, last, method="dmc"):
     summary = {"method": method, "benchmark": "glyphs", "seed": seed, "tasks": 2, "avg": avg, "last": last,
                "forgetting": 1.0, "bwt": -1.0, "incremental": [avg, last], "wall_time_s": 10.0,
                "versions": {"dmc_commit": "abc"}}
+    summary["incremental"] = [2 * avg - last, last]  # what Avg and Last are made of, as the metrics lines say
     (run_dir / "summary.json").write_text(json.dumps(summary))
+    lines = [{"task": t, "A_t": a, "acc_row": [a] * t} for t, a in enumerate(summary["incremental"], start=1)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     (run_dir / "config.yaml").write_text(f"seed: {seed}\nmethod: {method}\n")
     return run_dir
 

@@ -157,6 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dmc import catalog, config
     from dmc.engine.sweep import follow_parent
     from dmc.rundir import RunDir, check_resumable
+    from dmc.rundir.own import check_claimable
     from dmc.training import threads
 
     follow_parent()  # a sweep's child run stops with its sweep
@@ -167,6 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         _resume_alone(args)
         check_resumable(RunDir(args.resume))  # a run's records, before torch loads (its config loads once, later)
+        RunDir(args.resume).verify()  # a changed config.yaml or plan.json, before torch loads
     else:
         overrides = {}
         if args.backbone:
@@ -175,6 +177,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides["seed"] = args.seed
         cfg = config.resolve(args.benchmark, args.method, overrides, args.sets, smoke=args.smoke)
         bench = catalog.check(cfg)  # names, split, data root: before torch loads (the run's benchmark)
+        if args.out is not None:
+            check_claimable(args.out)  # a user's folder is refused before torch loads
     path = _run(args, cfg, bench)
     if path is None:  # a torchrun worker other than rank 0: rank 0 reports
         return 0
@@ -223,6 +227,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from dmc import config
     from dmc.data.benchmark import make_benchmark
 
+    _output_open()
     overrides = {"seed": args.seed} if args.seed is not None else {}
     cfg = config.resolve(args.benchmark, None, overrides, args.sets)
     plan = make_benchmark(cfg, cfg.seed).plan()
@@ -242,6 +247,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from dmc.data.sources.base import SOURCES
     from dmc.models import BACKBONES
 
+    _output_open()
     _print("benchmarks:", ", ".join(SOURCES.names()))
     _print("methods:   ", ", ".join(METHODS.names()))
     _print("backbones: ", ", ".join(BACKBONES.names()), "(or any open_clip model name)")
@@ -293,8 +299,11 @@ def _output_open() -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    import signal
+
     from dmc.engine.sweep import Grid, Launch, open_sweep, run_sweep, summarize
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops it, even if started in the background
     launch = Launch(args.launcher, args.jobs, args.threads, args.gpus_per_run, args.time, args.partition,
                     args.cpus_per_run)
     launch.check()

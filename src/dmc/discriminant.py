@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dmc.errors import UserError
+
 
 def shrink_to_identity(covs: Tensor, gamma: float) -> Tensor:
     """(1 - gamma) Sigma + gamma (tr Sigma / D) I for each covariance: (C, D, D) or (D, D) -> same."""
@@ -45,7 +47,7 @@ def gaussian_factors(means: Tensor, covs: Tensor, gamma: float) -> tuple[Tensor,
     if covs.ndim != 3 or covs.shape[0] != means.shape[0] or covs.shape[1:] != (means.shape[1],) * 2:
         raise ValueError(f"expected means (C, D) and covs (C, D, D), got {tuple(means.shape)}, {tuple(covs.shape)}")
     shrunk = shrink_to_identity(covs.to(torch.float64), gamma)
-    chol = torch.linalg.cholesky(shrunk)  # (C, D, D)
+    chol = _cholesky(shrunk, gamma)  # (C, D, D)
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (C,)
     return means.to(torch.float64), chol, logdet
 
@@ -80,12 +82,24 @@ def student_t_scores(x: Tensor, means: Tensor, chol: Tensor, logdet: Tensor | No
     return scores.float()
 
 
+def _cholesky(shrunk: Tensor, gamma: float) -> Tensor:
+    """Lower Cholesky factor(s) of shrunk covariance(s) (..., D, D). A covariance that is not positive
+    definite (too few samples for the dimension, and no shrinkage to make up for it) is a UserError in
+    one line saying which setting to change, not torch's LinAlgError."""
+    try:
+        return torch.linalg.cholesky(shrunk)
+    except torch.linalg.LinAlgError:
+        raise UserError(f"a class covariance is singular with shrinkage gamma={gamma} (fewer samples than "
+                        "feature dimensions, or constant features); raise the head's shrinkage above 0, e.g. "
+                        "--set memhead.gamma=0.02 (or fsa.gamma=0.01 for FSA)") from None
+
+
 def lda_weights(means: Tensor, covs: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
     """Linear discriminant (W (C, D), b (C,)) of the pooled covariance (the mean of `covs`, shrunk):
     scores = x W^T + b, W_c = Sigma^-1 mu_c, b_c = -1/2 mu_c^T Sigma^-1 mu_c; float64."""
     pooled = shrink_to_identity(covs.to(torch.float64).mean(0), gamma)  # (D, D)
     mu = means.to(torch.float64)  # (C, D)
-    w = torch.cholesky_solve(mu.T, torch.linalg.cholesky(pooled)).T  # (C, D)
+    w = torch.cholesky_solve(mu.T, _cholesky(pooled, gamma)).T  # (C, D)
     return w, -0.5 * (w * mu).sum(1)
 
 

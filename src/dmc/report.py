@@ -154,7 +154,13 @@ def differing_keys(configs: list[dict]) -> list[str]:
 
 
 def _value(v) -> str:
-    return "–" if v is None else str(v)
+    return "–" if v is None else _cell(str(v))
+
+
+def _cell(text: str) -> str:
+    """Text as one Markdown table cell: a newline or a `|` (in a folder name, a path) would break the
+    table, so they are written escaped (`\\n`, `\\|`)."""
+    return (text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "\\r").replace("\n", "\\n"))
 
 
 # --------------------------------------------------------------------------- one row per run
@@ -199,7 +205,7 @@ def _run_rows(runs: list[Run]) -> str:
         old_new = "–" if on.get("old") is None else f"{on['old']:.1f} / {on['new']:.1f}"
         drift = _mean_drift(r.records)
         drift_s = "–" if drift is None else f"{drift[0]:.3f} → {drift[1]:.3f}"
-        lines.append(f"| {r.name} | {s['method']} | {s['benchmark']} | {s['seed']} | {s['avg']:.2f} | "
+        lines.append(f"| {_cell(r.name)} | {s['method']} | {s['benchmark']} | {s['seed']} | {s['avg']:.2f} | "
                      f"{s['last']:.2f} | {s['forgetting']:.2f} | {s['bwt']:.2f} | {old_new} | {drift_s} | "
                      f"{_stored(s)} | {s['wall_time_s']:.0f} |" + "".join(f" {_value(r.config.get(k))} |" for k in keys))
     return "\n".join(lines)
@@ -233,14 +239,14 @@ def _setting_rows(runs: list[Run]) -> str:
         drifts = [x for x in (_mean_drift(r.records) for r in group) if x is not None]
         drift_s = "–" if not drifts else f"{np.mean([x[0] for x in drifts]):.3f} → {np.mean([x[1] for x in drifts]):.3f}"
         per_task = np.mean([s["wall_time_s"] / s["tasks"] for s in summaries])
-        lines.append(f"| {name} | {summaries[0]['method']} | {', '.join(str(s['seed']) for s in summaries)} | "
+        lines.append(f"| {_cell(name)} | {summaries[0]['method']} | {', '.join(str(s['seed']) for s in summaries)} | "
                      f"{_mean_std([s['avg'] for s in summaries])} | {_mean_std([s['last'] for s in summaries])} | "
                      f"{_mean_std([s['forgetting'] for s in summaries])} | "
                      f"{_mean_std(gaps) if gaps else '–'} | {drift_s} | {_stored(summaries[0])} | {per_task:.1f} |"
                      + "".join(f" {_value(common[name].get(k, 'mixed'))} |" for k in keys))
         mixed = differing_keys([r.config for r in group]) + ["method"] * (len({s["method"] for s in summaries}) > 1)
         if mixed:
-            notes.append(f"note: the runs of {name} differ in more than the seed ({', '.join(mixed)})")
+            notes.append(f"note: the runs of {_cell(name)} differ in more than the seed ({', '.join(mixed)})")
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
@@ -298,11 +304,11 @@ def _paired_rows(runs: list[Run], reference: str, level: float) -> str:
         mine = {metric: {r.summary["seed"]: r.summary[metric] for r in group} for metric in ("avg", "last")}
         seeds = sorted(set(mine["avg"]) & set(ref["avg"]))
         if not seeds:
-            lines.append(f"| {name} | none | – | – | – |")
+            lines.append(f"| {_cell(name)} | none | – | – | – |")
             continue
         avg, last = (stats.paired(mine[m], ref[m], level) for m in ("avg", "last"))
         noise = " / ".join({True: "yes", False: "no", None: "–"}[p.within_noise] for p in (avg, last))
-        lines.append(f"| {name} | {', '.join(map(str, seeds))} | {avg} | {last} | {noise} |")
+        lines.append(f"| {_cell(name)} | {', '.join(map(str, seeds))} | {avg} | {last} | {noise} |")
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from dmc import yamlio
 from dmc.config.checks import BadValue, fields_of
 from dmc.config.run import RunConfig
 from dmc.config.table import METHODS
@@ -126,8 +127,10 @@ def parse_set(item: str) -> tuple[str, Any]:
         raise UserError(f"--set expects key.path=value, got {item!r}")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = yamlio.loads(raw, f"--set {key.strip()}") if raw.strip() else ""
+    except yamlio.YAMLRefused:
+        raise
+    except UserError:  # not YAML: the text itself
         value = raw
     return key.strip(), value
 
@@ -139,7 +142,7 @@ def _preset(kind: str, name: str) -> dict[str, Any]:
     path = resources.files("dmc") / "configs" / kind / f"{name}.yaml"
     if not path.is_file():
         return {}
-    tree = yaml.safe_load(path.read_text()) or {}
+    tree = yamlio.loads(path.read_text(encoding="utf-8"), f"preset {kind}/{name}") or {}
     base = tree.pop("extends", None)
     if base is None:
         return tree
@@ -158,7 +161,7 @@ def _benchmark_preset(name: str, backbone: str | None) -> dict[str, Any]:
     path = resources.files("dmc") / "configs" / "benchmarks" / f"{name}.yaml"
     if backbone is None or not path.is_file():
         return _preset("benchmarks", name)
-    tree = yaml.safe_load(path.read_text()) or {}
+    tree = yamlio.loads(path.read_text(encoding="utf-8"), f"preset benchmarks/{name}") or {}
     named = _preset("benchmarks", name).get("model", {}).get("backbone")
     if backbone == named:
         return _preset("benchmarks", name)
@@ -269,12 +272,7 @@ def save(cfg: RunConfig, path: Path, provenance: dict[str, Any] | None = None) -
 def saved_tree(path: Path) -> dict[str, Any]:
     """The values a saved `config.yaml` holds (its provenance left out): what a run directory's digest is
     taken of, so that a field added to the config later does not make older runs look edited."""
-    try:
-        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError:
-        raise UserError(f"cannot read config {path}: it is not UTF-8 text") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
+    tree = yamlio.read(path, f"config {path}") or {}
     if not isinstance(tree, dict):
         raise UserError(f"cannot read config {path}: not a mapping of sections")
     tree.pop("provenance", None)

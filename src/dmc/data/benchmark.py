@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from dmc import yamlio
 from dmc.config import RunConfig
 from dmc.data.sources.base import SOURCES, Samples, Source
 from dmc.errors import UserError
@@ -29,12 +29,7 @@ def pycil_order(n_classes: int, seed: int) -> list[int]:
 
 def read_order(path: str, n_classes: int) -> list[int]:
     """An explicit class order from a YAML/JSON list (or a mapping with key `class_order`)."""
-    try:
-        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"cannot read class order file {path}: it is not UTF-8 text") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read class order file {path}: {str(exc).splitlines()[0]}") from None
+    tree = yamlio.read(path, f"class order file {path}")
     order = tree.get("class_order") if isinstance(tree, dict) else tree
     want = f"class order file {path} must list each class id 0..{n_classes - 1} exactly once"
     if not isinstance(order, list):

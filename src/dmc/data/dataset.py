@@ -5,8 +5,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
+
+from dmc.data.decode import read_rgb, to_rgb
 
 from dmc.data.sources.base import Samples
 from dmc.errors import DataError
@@ -38,11 +39,12 @@ class ImageDataset(Dataset):
         item = self.samples.items[i]
         if isinstance(item, str):
             try:
-                with Image.open(item) as im:
-                    item = im.convert("RGB")
+                item = read_rgb(item)  # 16-bit, palette, CMYK, alpha: 8-bit RGB (dmc.data.decode)
             except (OSError, ValueError, SyntaxError) as exc:  # cut short after an intact header, too
                 raise DataError(f"unreadable image {item} ({exc}); set data.skip_corrupt=true to skip unreadable "
                                 "images (each is then decoded once before training)") from None
+        elif not isinstance(item, np.ndarray) and getattr(item, "mode", "RGB") != "RGB":
+            item = to_rgb(item)  # a PIL image given as it is (dmc.load(...).predict)
         if seed is None:
             return self.transform(item), int(self.labels[i])
         with torch.random.fork_rng(devices=[]):

@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
-from dmc import catalog, config
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (as for run directories)
+    fcntl = None
+
+from dmc import catalog, config, yamlio
 from dmc.config import RunConfig
 from dmc.errors import UserError
 from dmc.files import write_text
 from dmc.rundir import SUMMARY, RunDir
 
 GRID = "sweep.yaml"
+SWEEP_MARK = ".dmc-sweep"  # written when dmc creates a sweep's folder: the folder is a dmc sweep
+SWEEP_LOCK = ".lock"  # a POSIX record lock held by the one sweep running in the folder
+_LOCKS: dict[Path, int] = {}  # sweep folders this process holds (POSIX locks do not exclude their own process)
 
 
 @dataclass
@@ -117,9 +126,62 @@ def open_sweep(folder: Path, grid: Grid | None) -> Grid:
                         "alternative once")
     for p in points:
         catalog.check(p.config(grid))
+    take_folder(folder, recorded is not None)
+    for p in points:
+        check_adoptable(folder / p.name, p.config(grid))
     if recorded is None:
         write_text(folder / GRID, yaml.safe_dump(asdict(grid), sort_keys=False))
     return grid
+
+
+def take_folder(folder: Path, recorded: bool) -> None:
+    """Claim the sweep's folder as `dmc run --out` claims a run directory: a new or empty folder is marked,
+    a folder holding files is refused unless dmc marked it (or it holds a recorded grid: a sweep made
+    before marks); then lock it, so that a second sweep on the same folder stops in one line."""
+    from dmc.rundir.layout import is_link, open_nofollow, refuse_links
+
+    mark = folder / SWEEP_MARK
+    marked = (mark.is_file() and not is_link(mark)) or recorded
+    held = sorted(os.listdir(folder)) if folder.is_dir() else []
+    if held and not marked:
+        raise UserError(f"--out {folder} holds files that are not a dmc sweep (first: {held[0]}); choose a new or "
+                        "empty folder (dmc never writes into a folder it did not make)")
+    folder.mkdir(parents=True, exist_ok=True)
+    refuse_links(folder, "sweep's folder")
+    key = folder.resolve()
+    if key not in _LOCKS:
+        fd = open_nofollow(folder / SWEEP_LOCK, os.O_RDWR | os.O_CREAT)
+        try:
+            if fcntl is not None:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UserError(f"{folder} is in use by another dmc sweep (pid {owner}); wait for it to end, or "
+                            "choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _LOCKS[key] = fd
+    if not mark.is_file():
+        write_text(mark, "a dmc sweep: its runs and records are dmc's, nothing else here is\n")
+
+
+def expected_digest(cfg: RunConfig) -> str:
+    """The digest a run started with `cfg` records for its config (`run.json`): that of the values its
+    `config.yaml` holds, as written and read back."""
+    from dmc.rundir import digest
+
+    return digest(yamlio.loads(yaml.safe_dump(config.to_dict(cfg), sort_keys=False, allow_unicode=True), "config"))
+
+
+def check_adoptable(path: Path, cfg: RunConfig) -> None:
+    """A run found at one of the sweep's run names is the sweep's only if its config is the one the sweep
+    would have given it (its recorded digest says so); any other run is refused in one line."""
+    if status(path) == "new":
+        return
+    if RunDir(path).state()["config_sha256"] != expected_digest(cfg):
+        raise UserError(f"{path} holds a run whose config is not the one this sweep gives it (another method, "
+                        "seed or setting); move it out of the sweep's folder, or choose another --out")
 
 
 def _read_grid(path: Path) -> Grid | None:
@@ -128,11 +190,9 @@ def _read_grid(path: Path) -> Grid | None:
         return None
     redo = "restore it, or start the sweep in another folder"
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"cannot read the sweep's grid {path}: it is not UTF-8 text; {redo}") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read the sweep's grid {path}: {str(exc).splitlines()[0]}; {redo}") from None
+        tree = yamlio.read(path, f"the sweep's grid {path}")
+    except UserError as exc:
+        raise UserError(f"{exc}; {redo}") from None
     names = [f.name for f in dataclasses.fields(Grid)]
     if not isinstance(tree, dict):
         raise UserError(f"the sweep's grid {path} is not a mapping of {', '.join(names)}; {redo}")

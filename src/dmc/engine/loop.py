@@ -314,8 +314,8 @@ def resume_point(rundir: RunWriter | RunDir, rt: Runtime, below: int | None = No
 
 def _advice(writer: RunWriter | None, t: int) -> str:
     """What an error during task t means for the run directory (so that its advice can be followed)."""
-    if writer is None:
-        return ""
+    if writer is None or not writer.owner.holds():
+        return ""  # `.lock` deleted or replaced: another process may be using the folder, so no advice to reuse it
     if t == 0:
         return f" ({writer.path} finished no task: the same --out can be used again)"
     return (f" (tasks 1-{t} are kept in {writer.path}: --resume continues with the same settings; "

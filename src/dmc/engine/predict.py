@@ -85,7 +85,8 @@ class Predictor:
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
     def predict(self, images: Images, topk: int = 5, batch_size: int | None = None) -> Predictions:
-        """The `topk` best classes of each image (file paths, PIL images or a uint8 (N, H, W, 3) array)."""
+        """The `topk` best classes of each image (file paths, PIL images or a uint8 (N, H, W, 3) array; one
+        path or PIL image alone counts as a list of one)."""
         if topk < 1:
             raise UserError(f"bad value for topk: {topk}; must be >= 1")
         values, index = self.scores(images, batch_size).topk(min(topk, len(self.classes)), dim=1)
@@ -95,6 +96,8 @@ class Predictor:
 def _dataset(images: Images, transform, allow_empty: bool = False) -> ImageDataset:
     """The images to score as a dataset; no images, an image of no pixels, or anything else that is not an
     image is a UserError in one line."""
+    if isinstance(images, (str, Path, Image.Image)):
+        images = [images]  # one image given as it is, not in a list
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise UserError(f"images as an array must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from dmc.rundir import RunDir
 
 __all__ = ["GRID", "LAUNCHERS", "Grid", "Launch", "Outcome", "Point", "Result", "follow_parent", "open_sweep",
            "run_sweep", "status", "summarize"]
+STOPPED = "not started: the sweep was interrupted"  # the outcome of a run a stopped sweep never started
 PARENT = "DMC_SWEEP_PARENT"  # set for a sweep's child processes: the pid of the sweep they belong to
 BUSY = "is in use by another dmc run"  # the line of a run whose folder another process holds
 
@@ -53,13 +55,65 @@ class Outcome:
     error: str = ""
 
 
-def run_command(cmd: list[str], env: dict[str, str] | None = None) -> Outcome:
-    """Run one `dmc run` command line to its end (here, or inside a cluster job)."""
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
-    lines = proc.stderr.strip().splitlines()
+def run_command(cmd: list[str], env: dict[str, str] | None = None, children: Children | None = None) -> Outcome:
+    """Run one `dmc run` command line to its end (here, or inside a cluster job). With `children`, the
+    process is started only if the sweep is not stopping, and is known to it while it runs (so that one
+    Ctrl-C stops it)."""
+    popen = dict(stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+                 stdin=subprocess.DEVNULL)
+    if children is None:
+        proc = subprocess.Popen(cmd, **popen)
+    else:
+        proc = children.start(cmd, popen)
+        if proc is None:
+            return Outcome(130, f"dmc: error: {STOPPED}")
+    try:
+        _, err = proc.communicate()
+    finally:
+        if children is not None:
+            children.forget(proc)
+    lines = err.strip().splitlines()
     errors = [line for line in lines if line.startswith("dmc: error:")]
     return Outcome(proc.returncode, (errors or lines or [""])[-1])
+
+
+class Children:
+    """The runs a sweep started on this machine: once `stop` is called (the first Ctrl-C), no run starts
+    and every running one is sent SIGINT, which stops it as Ctrl-C stops `dmc run` (resumable)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self.stopped = False
+
+    def start(self, cmd: list[str], popen: dict) -> subprocess.Popen | None:
+        with self._lock:
+            if self.stopped:
+                return None
+            proc = subprocess.Popen(cmd, **popen)
+            self._running.add(proc)
+            return proc
+
+    def forget(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.discard(proc)
+
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        with self._lock:
+            self.stopped = True
+            for proc in self._running:
+                if proc.poll() is None:
+                    proc.send_signal(sig)
+
+    def wait(self) -> None:
+        """Wait for the stopped runs to end (each writes why it stopped); a second Ctrl-C kills them."""
+        with self._lock:
+            running = list(self._running)
+        try:
+            for proc in running:
+                proc.wait()
+        except KeyboardInterrupt:
+            self.stop(signal.SIGKILL)  # a killed run is resumable too, from its last whole task
 
 
 def dmc_command(argv: list[str], gpus: int = 0) -> list[str]:
@@ -96,6 +150,9 @@ class Launch:
                 raise UserError(f"bad value for --{flag}: {value}; must be >= {least}")
         if self.launcher != "slurm" and self.partition:
             raise UserError("--partition is an option of --launcher slurm")
+        if self.launcher == "slurm" and shutil.which("srun") is None:
+            raise UserError("--launcher slurm needs Slurm, and this machine has none (no srun on PATH); run the "
+                            "sweep on the cluster's login node, or use --launcher process or local here")
 
     def at_once(self, pending: int) -> int:
         return self.jobs or (max(1, pending) if self.launcher == "slurm" else 1)
@@ -105,20 +162,25 @@ class Launch:
             return self.threads or self.cpus
         return max(1, cores() // self.at_once(pending))
 
-    def runner(self, folder: Path, threads: int | None) -> Callable[[list[str]], Outcome]:
+    def runner(self, folder: Path, threads: int | None, children: Children) -> Callable[[list[str]], Outcome]:
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
         if self.launcher == "process":
             env[PARENT] = str(os.getpid())
-            return lambda argv: run_command(dmc_command(argv), env)
-        return _submitit_runner(self, folder, env)
+            return lambda argv: run_command(dmc_command(argv), env, children)
+        return _submitit_runner(self, folder, env, children)
 
 
-def _submitit_runner(launch: Launch, folder: Path, env: dict[str, str]) -> Callable[[list[str]], Outcome]:
+def _submitit_runner(launch: Launch, folder: Path, env: dict[str, str],
+                     children: Children) -> Callable[[list[str]], Outcome]:
     try:
         import submitit
     except ImportError:
         raise UserError(f"--launcher {launch.launcher} needs submitit: pip install 'dmc[cluster]'") from None
-    executor = submitit.AutoExecutor(folder=folder / ".submitit", cluster=launch.launcher)
+    try:
+        executor = submitit.AutoExecutor(folder=folder / ".submitit", cluster=launch.launcher)
+    except RuntimeError as exc:  # submitit finds no cluster of that kind
+        raise UserError(f"--launcher {launch.launcher}: {str(exc).splitlines()[0]}; use --launcher process "
+                        "or local on this machine") from None
     params = {"timeout_min": launch.time_min, "gpus_per_node": launch.gpus, "name": f"dmc-{folder.name}"}
     if launch.cpus or launch.threads:
         params["cpus_per_task"] = launch.cpus or launch.threads
@@ -129,6 +191,8 @@ def _submitit_runner(launch: Launch, folder: Path, env: dict[str, str]) -> Calla
 
     def run(argv: list[str]) -> Outcome:
         with lock:  # one submission at a time; the jobs then run and are waited for in parallel
+            if children.stopped:  # a stopped sweep submits nothing more
+                return Outcome(130, f"dmc: error: {STOPPED}")
             job = executor.submit(run_command, dmc_command(argv, launch.gpus), env)
         try:
             return job.result()
@@ -158,17 +222,24 @@ def run_sweep(folder: Path, grid: Grid, launch: Launch) -> list[Result]:
     if not todo:
         return [Result(p, "finished", None) for p in points]
     threads = launch.threads_per_run(len(todo))
-    runner = launch.runner(folder, threads)
+    children = Children()
+    runner = launch.runner(folder, threads, children)
     outcomes: dict[str, Outcome] = {}
-    with ThreadPoolExecutor(max_workers=launch.at_once(len(todo))) as pool:
-        futures = {}
-        for p in todo:
-            futures[pool.submit(runner, p.argv(grid, folder, threads))] = p
+    pool = ThreadPoolExecutor(max_workers=launch.at_once(len(todo)))
+    try:
+        futures = {pool.submit(runner, p.argv(grid, folder, threads)): p for p in todo}
         for future in as_completed(futures):
             p = futures[future]
             outcomes[p.name] = future.result()
             done += 1
             log.info("[%d/%d] %s", done, len(points), _ended(folder / p.name, before[p.name], outcomes[p.name]))
+    except KeyboardInterrupt:  # one Ctrl-C: nothing more starts, the running runs stop (resumable)
+        children.stop()
+        pool.shutdown(wait=False, cancel_futures=True)
+        children.wait()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return [Result(p, before[p.name], outcomes.get(p.name)) for p in points]
 
 
@@ -215,9 +286,17 @@ def summarize(folder: Path, results: list[Result], plot: Path | None = None) -> 
 def follow_parent() -> None:
     """In a sweep's child run (`DMC_SWEEP_PARENT` set): stop this run, as Ctrl-C would (it stays
     resumable), as soon as the sweep's process is gone, so that no run goes on unseen after its sweep was
-    killed. A daemon thread checks the parent once a second."""
+    killed. SIGINT is made to raise KeyboardInterrupt here even if it was ignored when the process started
+    (a sweep started in the background), so that the sweep's Ctrl-C and its death both stop the run. On
+    Linux the kernel sends it when the sweep dies (the parent-death signal: no thread has to be scheduled
+    for it, however loaded the machine); elsewhere a daemon thread checks the parent once a second."""
     parent = os.environ.get(PARENT)
     if not parent or not parent.isdigit() or os.getppid() != int(parent):
+        return
+    signal.signal(signal.SIGINT, _interrupt_once)
+    if _parent_death_signal(signal.SIGINT):
+        if os.getppid() != int(parent):  # the sweep died before the kernel was told: stop now
+            os.kill(os.getpid(), signal.SIGINT)
         return
 
     def watch() -> None:
@@ -226,3 +305,24 @@ def follow_parent() -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=watch, name="follow-sweep", daemon=True).start()
+
+
+def _interrupt_once(signum: int, frame: object) -> None:
+    """SIGINT in a sweep's run: stop as Ctrl-C stops it, once. A terminal's Ctrl-C reaches the run and its
+    sweep, which then passes it on: the second one must not cut the first stop short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _parent_death_signal(sig: int) -> bool:
+    """Ask the kernel to send `sig` to this process when its parent ends (Linux `prctl(PR_SET_PDEATHSIG)`);
+    False where the platform has no such call."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, int(sig), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False

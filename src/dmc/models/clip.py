@@ -93,6 +93,8 @@ def image_transforms(model: nn.Module, name: str, tag: str | None) -> tuple[Call
 
 
 def _weights_hint(name: str, tag: str | None, exc: Exception) -> str:
+    if tag and os.path.isfile(tag):
+        return _file_hint(name, tag, exc)
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     where = ("HF_HUB_OFFLINE=1 is set, so nothing is downloaded; " if offline else "")
     return (f"cannot load weights {tag!r} for {name}: {where}run once on a machine with internet to fill the "
@@ -101,8 +103,25 @@ def _weights_hint(name: str, tag: str | None, exc: Exception) -> str:
 
 
 def build_backbone(name: str, pretrained: str | None = None) -> Backbone:
-    backbone = BACKBONES.get(name)(pretrained) if name in BACKBONES else build_open_clip(name, pretrained)
+    """The backbone `name` with weights `pretrained` (a tag or a file). A weights file that is not one for
+    this backbone (a pickle of something else, a run's checkpoint, bytes of no format) is a UserError in
+    one line, whatever the loader raised."""
+    try:
+        backbone = BACKBONES.get(name)(pretrained) if name in BACKBONES else build_open_clip(name, pretrained)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pickle, safetensors and torch raise their own kinds
+        if not (pretrained and os.path.isfile(pretrained)):
+            raise
+        raise UserError(_file_hint(name, pretrained, exc)) from None
     return at_input_size(backbone)
+
+
+def _file_hint(name: str, path: str, exc: Exception) -> str:
+    """The one line of a weights file that does not load into backbone `name`."""
+    reason = (str(exc).strip().splitlines() or [""])[0][:160]
+    return (f"cannot load the weights file {path} for backbone {name} ({type(exc).__name__}: {reason}); give "
+            f"weights made for {name} (a dmc run's checkpoint holds what a method trained, not a backbone)")
 
 
 def input_size(visual: nn.Module) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 import time
 from pathlib import Path
 
@@ -84,11 +86,45 @@ def written_in_checkpoints(name: str) -> bool:
     return number_of(name) is not None or (target is not None and number_of(target) is not None)
 
 
+def is_link(path: Path) -> bool:
+    """Whether `path` is a symbolic link (checked with lstat: the link itself, never what it points to)."""
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def refuse_links(folder: Path, what: str = "run directory") -> None:
+    """dmc never follows a symbolic link in a folder it writes: a link among the names it writes or removes
+    (top level, and in `checkpoints/`) is refused in one line naming it, before anything is written."""
+    folder = Path(folder)
+    names = [folder / n for n in os.listdir(folder)] if folder.is_dir() else []
+    if (folder / CHECKPOINTS).is_dir() and not is_link(folder / CHECKPOINTS):
+        names += [folder / CHECKPOINTS / n for n in os.listdir(folder / CHECKPOINTS)]
+    link = next((p for p in sorted(names) if is_link(p)), None)
+    if link is not None:
+        raise UserError(f"{link} is a symbolic link: dmc never writes through links in a {what}; replace it "
+                        "with the file or folder itself, or choose another --out")
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """`os.open` that refuses a symbolic link at `path` (O_NOFOLLOW): a UserError in one line naming it."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), mode)
+    except OSError as exc:
+        if is_link(path):
+            raise UserError(f"{path} is a symbolic link: dmc never writes through links; remove it, or choose "
+                            "another --out") from None
+        raise
+
+
 def foreign_files(folder: Path) -> list[str]:
     """What a run directory holds that dmc did not write (relative paths, sorted): a user's files."""
     out = []
     for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if entry.name == CHECKPOINTS and entry.is_dir():
+        if is_link(entry):
+            out.append(entry.name)
+        elif entry.name == CHECKPOINTS and entry.is_dir():
             out += [f"{CHECKPOINTS}/{e.name}" for e in sorted(entry.iterdir()) if not written_in_checkpoints(e.name)
                     or not e.is_file()]
         elif entry.name not in (MARKER, LOCK) and not (written_here(entry.name) and entry.is_file()):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dmc.errors import UserError
 from dmc.files import write_text
-from dmc.rundir.layout import LOCK, LOG, MARKER
+from dmc.rundir.layout import LOCK, LOG, MARKER, is_link, open_nofollow
 
 try:
     import fcntl
@@ -28,17 +28,27 @@ log = logging.getLogger(__name__)
 _HELD: set[Path] = set()  # folders this process has locked (POSIX locks do not exclude their own process)
 
 
-def mark(path: Path) -> None:
-    """Claim a new or empty folder for a run: the mark says that dmc created it and may remove what it
-    wrote there. A folder that already holds other files and no mark is refused, untouched."""
+def check_claimable(path: Path) -> bool:
+    """Whether `path` is already marked as a run directory (True) or is new or empty (False); a file, or a
+    folder holding other files and no mark, is refused in one line. Writes nothing: the command line calls
+    it before torch loads."""
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} is a file, not a folder; choose a folder for the run")
-    if (path / MARKER).is_file():
-        return
+    if (path / MARKER).is_file() and not is_link(path / MARKER):
+        return True
     held = sorted(e.name for e in path.iterdir()) if path.is_dir() else []
     if held:
         raise UserError(f"--out {path} holds files that are not a dmc run (first: {held[0]}); choose a new or "
                         "empty folder (dmc never removes files it did not write)")
+    return False
+
+
+def mark(path: Path) -> None:
+    """Claim a new or empty folder for a run: the mark says that dmc created it and may remove what it
+    wrote there. A folder that already holds other files and no mark is refused, untouched."""
+    if check_claimable(path):
+        return
     try:
         write_text(path / MARKER, "a dmc run directory: dmc may remove the files it wrote here, and no others\n")
     except UserError as exc:
@@ -58,7 +68,7 @@ class Ownership:
     def acquire(self) -> None:
         """Hold the folder's lock until `close` or the end of the process (one line if another holds it)."""
         try:
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_nofollow(self.path / LOCK, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise UserError(f"cannot lock the run directory {self.path}: {exc.strerror or exc}") from None
         key = self.path.resolve()
@@ -83,20 +93,27 @@ class Ownership:
         another process may have locked a new one and be writing here: stop, without writing."""
         if self._inode is None:
             raise RuntimeError(f"{self.path} is written without holding its lock")
-        try:
-            stat = os.stat(self.path / LOCK)
-            same = (stat.st_dev, stat.st_ino) == self._inode
-        except OSError:
-            same = False
-        if not same:
+        if not self.holds():
             raise UserError(f"{self.path / LOCK} was removed or replaced while this run owned the folder, so "
                             "another dmc process may be writing there: this run stopped without writing more; "
                             "check that no other run uses the folder")
 
+    def holds(self) -> bool:
+        """Whether `.lock` is still the file this process locked (not deleted, replaced or made a link)."""
+        try:
+            stat = os.lstat(self.path / LOCK)
+            return self._inode is not None and (stat.st_dev, stat.st_ino) == self._inode
+        except OSError:
+            return False
+
     # ---------------------------------------------------------------- the console log
     def start_log(self) -> None:
         """Append what dmc logs (INFO and up) to `run.log` while this process owns the folder."""
-        handler = logging.FileHandler(self.path / LOG, encoding="utf-8")
+        try:
+            fd = open_nofollow(self.path / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        except OSError as exc:
+            raise UserError(f"cannot write {self.path / LOG}: {exc.strerror or exc}") from None
+        handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         handler.setLevel(logging.INFO)
         logger = logging.getLogger("dmc")
@@ -125,6 +142,7 @@ class Ownership:
             logger = logging.getLogger("dmc")
             logger.removeHandler(self._log)
             self._log.close()
+            self._log.stream.close()
             self._log = None
             if self._level_before is not None:
                 logger.setLevel(self._level_before)

@@ -196,9 +196,20 @@ class RunDir:
         return plan
 
     def read_summary(self) -> dict:
-        summary = read_json(self.path / SUMMARY, "not a finished run")
+        """`summary.json`, checked before any of its numbers is shown: its seal (the digest of its content;
+        summaries written before seals were recorded have none) and its accuracies against the metrics
+        lines, task by task. Unreadable, edited or disagreeing: refused in one line saying which."""
+        path = self.path / SUMMARY
+        summary = read_json(path, "not a finished run")
         if not isinstance(summary, dict):
-            raise UserError(f"{self.path / SUMMARY} is not a JSON object: not a finished run")
+            raise UserError(f"{path} is not a JSON object: not a finished run (restore it from a copy of the run)")
+        sealed = summary.pop("sha256", None)
+        if sealed is not None and sealed != digest(summary):
+            raise UserError(f"{path} was changed after it was written (its digest differs from its content); "
+                            "restore it from a copy of the run")
+        why = _disagreement(summary, self.records())
+        if why:
+            raise UserError(f"{path} disagrees with {METRICS} ({why}); restore the run from a copy")
         return summary
 
     def trained_task(self, task: int | None = None) -> int:
@@ -217,6 +228,7 @@ class RunDir:
                 which = f"; or use one of its finished tasks (1..{done})" if done else ""
                 raise UserError(f"{self.path} is an unfinished run ({done} of {n_tasks} tasks done): finish it with "
                                 f"dmc run --resume {self.path}{which}")
+            self.read_summary()  # its numbers agree with the metrics lines of the model loaded
             task = n_tasks
         if not 1 <= task <= n_tasks:
             raise UserError(f"task {task} is out of range: {self.path} has tasks 1..{n_tasks}")
@@ -227,6 +239,37 @@ class RunDir:
             raise UserError(f"{self.path} kept no checkpoint of task {task} (checkpoint.keep=last keeps only the "
                             f"last task's); tasks with a checkpoint: {kept}")
         return task
+
+
+def _disagreement(summary: dict, records: list[dict], tol: float = 1e-6) -> str | None:
+    """What in a summary does not match the metrics lines it was made from (None when all does): the
+    number of tasks, each task's A_t and accuracy row, Avg and Last."""
+    tasks, matrix = summary.get("tasks"), summary.get("acc_matrix")
+    odd = next((k for k in ("avg", "last") if k in summary and not _is_number(summary[k])), None)
+    if odd is not None:
+        return f"{odd} is not a number"
+    if not isinstance(tasks, int) or len(records) != tasks:
+        return f"{tasks!r} tasks in the summary, {len(records)} metrics lines"
+    curve = summary.get("incremental")
+    try:
+        for t, rec in enumerate(records):
+            if curve is not None and abs(float(curve[t]) - float(rec["A_t"])) > tol:
+                return f"A_t of task {t + 1}"
+            if matrix is not None and any(abs(float(a) - float(b)) > tol
+                                          for a, b in zip(matrix[t][: t + 1], rec["acc_row"], strict=True)):
+                return f"the accuracies of task {t + 1}"
+        a_t = [float(rec["A_t"]) for rec in records]
+        if records and abs(float(summary["last"]) - a_t[-1]) > tol:
+            return "Last"
+        if records and abs(float(summary["avg"]) - sum(a_t) / len(a_t)) > tol:
+            return "Avg"
+    except (KeyError, TypeError, ValueError, IndexError):
+        return "a value missing or not a number"
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _whole_number(task: object) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -21,7 +22,8 @@ from dmc import faults
 from dmc.errors import UserError
 from dmc.files import atomic_path, write_text
 from dmc.rundir.layout import (CHECKPOINTS, LOCK, MARKER, METRICS, STATE, SUMMARY, digest, file_sha256,
-                               foreign_files, number_of, temporary_of, written_here, written_in_checkpoints)
+                               foreign_files, is_link, number_of, open_nofollow, refuse_links, temporary_of,
+                               written_here, written_in_checkpoints)
 from dmc.rundir.own import Ownership, mark
 from dmc.rundir.read import RunDir
 
@@ -52,6 +54,7 @@ class RunWriter:
         writer = cls(RunDir(path), Ownership(path))
         try:
             writer.owner.acquire()
+            refuse_links(path)
             _check_new(writer.run)
             _clear(path)
             writer.owner.start_log()
@@ -68,7 +71,9 @@ class RunWriter:
         writer = cls(run, Ownership(run.path))
         try:
             writer.owner.acquire()
+            refuse_links(run.path)
             if (run.path / SUMMARY).exists():
+                run.read_summary()  # an unreadable or unsealed one says so
                 raise UserError(f"{run.path} is already finished; nothing to resume")
             writer.owner.start_log()
         except BaseException:
@@ -110,7 +115,7 @@ class RunWriter:
         then (keep="last") drop the previous checkpoint."""
         task = record["task"]
         sha = self.save_checkpoint(task, state)
-        self._write_records([*self.run.records(), {**record, "checkpoint_sha256": sha}])
+        self._append_record({**record, "checkpoint_sha256": sha})
         if keep == "last" and task > 1:
             self._write(CHECKPOINTS, lambda: self.run.checkpoint_path(task - 1).unlink(missing_ok=True))
 
@@ -138,41 +143,78 @@ class RunWriter:
         the kept metrics lines. The writer calls it once before continuing a run."""
         recs = self.run.records()[:n]
         last = self.run._numbering() + n - 1  # the file number of task n
-        self._write_records(recs)
+        self._write(METRICS, lambda: self._cut_records(n))
         for ckpt in (self.path / CHECKPOINTS).glob("*"):
             number = number_of(ckpt.name)
             if (temporary_of(ckpt.name) and written_in_checkpoints(ckpt.name)) or (number is not None and number > last):
-                ckpt.unlink()
+                self._write(CHECKPOINTS, ckpt.unlink)
         for entry in self.path.iterdir():
             if temporary_of(entry.name) and written_here(entry.name):
-                entry.unlink()
+                self._write(entry.name, entry.unlink)
         return recs
 
-    def _write_records(self, records: list[dict]) -> None:
-        """The whole file is rewritten (a few lines per task): a killed run never leaves half a line. Each
-        line is sealed with the digest of its content. `records` number tasks from 1; the file keeps its
-        own numbering (an empty file starts afresh)."""
-        first = self.run._numbering() if records else 1
-        lines = []
-        for r in records:
-            rec = {k: v for k, v in r.items() if k != "sha256"} | {"task": r["task"] - 1 + first}
-            lines.append(json.dumps({**rec, "sha256": digest(rec)}) + "\n")
+    def _cut_records(self, n: int) -> None:
+        """Keep the first n lines of `metrics.jsonl` as they are (the file is cut after them, never written
+        again): what followed (a line cut short by a crash, a later task's line) goes."""
+        path = self.path / METRICS
+        if not path.exists() and n == 0:
+            return
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
+        try:
+            with os.fdopen(fd, "r+b") as f:
+                lines, kept = f.read().splitlines(keepends=True), 0
+                end = 0
+                for line in lines:
+                    if kept == n:
+                        break
+                    end += len(line)
+                    kept += bool(line.strip())
+                f.truncate(end)
+                if end and not _ends_line(f, end):
+                    f.seek(end)
+                    f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            self.run._first = None
+
+    def _append_record(self, record: dict) -> None:
+        """Append the metrics line of one task (sealed with the digest of its content); lines written before
+        are never read back or written again. A crash mid-line leaves a line whose digest or JSON fails:
+        `--resume` drops it. `record` numbers tasks from 1; the file keeps its own numbering."""
+        first = self.run._numbering()
+        rec = {k: v for k, v in record.items() if k != "sha256"} | {"task": record["task"] - 1 + first}
+        line = (json.dumps({**rec, "sha256": digest(rec)}) + "\n").encode("utf-8")
 
         def write() -> None:
-            with atomic_path(self.path / METRICS) as tmp:
-                tmp.write_text("".join(lines), encoding="utf-8")
+            fd = open_nofollow(self.path / METRICS, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                half = len(line) // 2  # a crash here leaves the torn line that resuming must drop
+                os.write(fd, line[:half])
                 faults.point(f"write:{METRICS}")
+                os.write(fd, line[half:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
         self._write(METRICS, write)
         self.run._first = first
 
     def write_summary(self, summary: dict) -> None:
-        self._write(SUMMARY, lambda: write_text(self.path / SUMMARY, json.dumps(summary, indent=1)))
+        """`summary.json`, sealed like every record: its `sha256` is the digest of the rest."""
+        summary = {k: v for k, v in summary.items() if k != "sha256"}
+        sealed = json.dumps({**summary, "sha256": digest(summary)}, indent=1)
+        self._write(SUMMARY, lambda: write_text(self.path / SUMMARY, sealed))
 
     def _write(self, what: str, write):
         """Run one write of the folder, after checking that this process still owns it; a full or
         read-only disk ends the run in one line."""
         self.owner.check()
+        refuse_links(self.path)
+        folder = self.path / CHECKPOINTS
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise UserError(f"{folder} is not a folder (a file took its place); move it out of {self.path} "
+                            "(dmc never removes what it did not write)")
         try:
             return write()
         except OSError as exc:
@@ -215,8 +257,14 @@ def _clear(path: Path) -> None:
     if any(e.name in ("config.yaml", METRICS) for e in left):
         log.info("%s held a run that finished no task; starting it again", path)
     for entry in left:
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        shutil.rmtree(entry) if entry.is_dir() and not is_link(entry) else entry.unlink()
     (path / CHECKPOINTS).mkdir()
+
+
+def _ends_line(f, end: int) -> bool:
+    """Whether the byte before `end` in the open file `f` is a newline."""
+    f.seek(end - 1)
+    return f.read(1) == b"\n"
 
 
 def _reason(exc: Exception) -> str:

@@ -68,18 +68,51 @@ GLYPHS_SHIFT = ShiftedGlyphSource()
 
 
 def _cached(settings: dict, make: Callable[[], tuple]) -> tuple[np.ndarray, np.ndarray]:
-    """Load arrays rendered with exactly these settings (and font files) or render and store them."""
+    """Load arrays rendered with exactly these settings (and font files) or render and store them. The
+    file records its key and the sha256 of its arrays: a file cut short, swapped for another key's or
+    changed is rendered again (one warning line), never used."""
     key = dict(settings, version=glyphs.RENDER_VERSION, fonts=glyphs.font_manifest(settings.get("system_fonts", False)))
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    key_text = json.dumps(key, sort_keys=True)
+    digest = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     path = glyphs.cache_dir() / "glyphs" / f"{settings['domain']}-{digest}.npz"
     if path.is_file():
-        with np.load(path) as z:
-            return z["images"], z["targets"]
-    log.info("rendering %s glyphs once; cached at %s", settings["domain"], path)
+        found, why = _read_cache(path, key_text)
+        if found is not None:
+            return found
+        log.warning("rendered glyphs %s %s; rendering them again", path, why)
+    else:
+        log.info("rendering %s glyphs once; cached at %s", settings["domain"], path)
     images, targets = make()
     with atomic_path(path) as tmp:
-        np.savez(tmp, images=images, targets=targets)
+        np.savez(tmp, images=images, targets=targets, key=np.array(key_text),
+                 sha256=np.array(_arrays_sha256(images, targets)))
     return images, targets
+
+
+def _arrays_sha256(images: np.ndarray, targets: np.ndarray) -> str:
+    """sha256 of the arrays' dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for a in (images, targets):
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _read_cache(path, key_text: str) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+    """The cached arrays if the file is whole, holds this key and its arrays match their sha256; else
+    (None, why not)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "key" not in z.files or "sha256" not in z.files:
+                return None, "were cached without their key and digest"
+            if str(z["key"]) != key_text:
+                return None, "hold other settings than their name says (swapped?)"
+            images, targets, sha = z["images"], z["targets"], str(z["sha256"])
+    except Exception as exc:  # noqa: BLE001 - a cut or foreign file: zipfile, numpy and OS errors alike
+        return None, f"are unreadable ({type(exc).__name__})"
+    if _arrays_sha256(images, targets) != sha:
+        return None, "differ from their recorded sha256 (damaged or changed)"
+    return (images, targets), ""
 
 
 def renditions_split(world: WorldConfig, split: str, shifted: bool = False) -> tuple[np.ndarray, np.ndarray]:

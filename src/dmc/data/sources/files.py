@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from dmc.data.decode import open_image
 from dmc.data.sources.base import Samples
 from dmc.errors import DataError
 
@@ -95,10 +96,10 @@ def scan_images(paths: Sequence[str], skip_corrupt: bool) -> list[int]:
     first_reason = ""
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 if skip_corrupt:
                     im.load()
-        except _UNREADABLE as err:
+        except (*_UNREADABLE, DataError) as err:
             if not bad:
                 first_reason = f"{type(err).__name__}: {err}"
             bad.append(i)
@@ -147,7 +148,7 @@ def check_readable(paths: Sequence[str | Path], decode: bool = False) -> None:
         if Path(path).is_dir():
             raise DataError(f"{path} is a folder, not an image file")
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 if decode:
                     im.load()
         except FileNotFoundError:
