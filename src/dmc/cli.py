@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     _look_parsers(sub)
     _sweep_parser(sub)
     _predict_parser(sub)
+    _learn_parser(sub)
     world_commands.add_parsers(sub)
     _bench_parsers(sub)
     return p
@@ -85,6 +86,19 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
                     help="json: one object per line and image; csv: one row per image and rank")
     pr.add_argument("--batch", type=int, help="images per batch (default: the run's eval.batch_size)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _learn_parser(sub: argparse._SubParsersAction) -> None:
+    le = sub.add_parser("learn", help="teach a model new classes: FOLDER's classes become its next task")
+    le.add_argument("model", type=Path, metavar="MODEL_DIR", help="the model's folder (created by the first call)")
+    le.add_argument("folder", type=Path, metavar="FOLDER",
+                    help="<class>/<images>, or train/<class>/<images> with an optional test/<class>/<images>")
+    le.add_argument("--method", help="first call only: method name (default: dmc-ot-mem)")
+    le.add_argument("--backbone", help="first call only: tiny, toy (default) or an open_clip model name")
+    le.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="first call only: override a config field (repeatable)")
+    le.add_argument("--quiet", action="store_true", help="no progress bars")
+    le.add_argument("--threads", type=int, help="CPU threads for torch (default: the model's first call's)")
 
 
 def _bench_parsers(sub: argparse._SubParsersAction) -> None:
@@ -302,22 +316,54 @@ def _seeds(values: list[str] | None) -> list[int] | None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from dmc.config import ModelConfig
     from dmc.data.sources.files import collect_images
+    from dmc.engine.model_dir import model_version
     from dmc.rundir import RunDir
 
     _output_open()
     at_least_one(topk=args.topk, **({} if args.batch is None else {"batch": args.batch}))
-    task = RunDir(args.run).trained_task(args.task)  # run, task and images are checked before torch loads
+    run_dir, task = model_version(args.run, args.task)  # a model of dmc learn: its version K
+    task = RunDir(run_dir).trained_task(task)  # run, task and images are checked before torch loads
     images = collect_images(args.images)
     ModelConfig(device=args.device).check()
     from dmc.engine.predict import load, write_predictions
 
-    model = load(args.run, task, args.device)
+    model = load(run_dir, task, args.device)
     start = time.time()
     out = model.predict(images, args.topk, args.batch)
     seconds = time.time() - start
     _emit(lambda: write_predictions(sys.stdout, images, out, task, args.format))
     log.info("%d images in %.2f s (%.0f images/s), the model after task %d of %s", len(images), seconds,
              len(images) / max(seconds, 1e-9), task, args.run)
+    return 0
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from dmc.engine.learn import Learner
+    from dmc.engine.model_dir import committed, is_model, version_dir
+    from dmc.rundir import RunDir
+    from dmc.training.runtime import cores
+    from dmc.training.threads import choose
+
+    if args.threads is not None:
+        at_least_one(threads=args.threads)
+    learner = Learner(args.model, args.method, args.backbone, args.sets, progress=not args.quiet)
+    first = version_dir(args.model, 1)
+    recorded = RunDir(first).state().get("threads") if is_model(args.model) and committed(args.model) else None
+    recorded = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1 else None
+    count, why = choose(cores(), args.threads, recorded, "OMP_NUM_THREADS" in os.environ)
+    if count is not None:
+        torch.set_num_threads(count)
+    log.info("%s", why)
+    with logging_redirect_tqdm():
+        rec = learner.learn(args.folder)
+    score = "no test images" if rec["A_t"] != rec["A_t"] else f"A_t {rec['A_t']:.2f}"
+    if rec.get("old") is not None and rec["A_t"] == rec["A_t"]:
+        score += f" (old {rec['old']:.2f}, new {rec['new']:.2f})"
+    _print(f"task {rec['task']}: {rec['classes_seen']} classes, {score}  ({rec['time_s']['total']:.0f} s)  "
+           f"-> {args.model}")
     return 0
 
 
@@ -353,7 +399,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare, "sweep": cmd_sweep,
-            "predict": cmd_predict, "bench-ot": cmd_bench_ot, "bench-speed": cmd_bench_speed,
+            "predict": cmd_predict, "learn": cmd_learn, "bench-ot": cmd_bench_ot, "bench-speed": cmd_bench_speed,
             "bench-ridge": cmd_bench_ridge, **world_commands.COMMANDS}
 
 
