@@ -55,6 +55,22 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an unfinished run")
     r.add_argument("--quiet", action="store_true", help="no progress bars (bars are only drawn on a terminal)")
     r.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    _log_flags(r)
+
+
+def _log_flags(p: argparse.ArgumentParser) -> None:
+    """--log and --log-dir: the experiment trackers of `dmc run`, `dmc sweep` and `dmc learn`."""
+    p.add_argument("--log", action="append", default=[], metavar="TRACKER",
+                   help="also log to csv, tensorboard or wandb (repeatable; wandb runs offline without an API key)")
+    p.add_argument("--log-dir", type=Path, metavar="DIR", help="where trackers write (default: logs)")
+
+
+def _trackers(args: argparse.Namespace) -> tuple[list[str], Path]:
+    """The trackers asked for (--log, or a sweep's DMC_LOG for its runs), checked before torch loads."""
+    from dmc.engine.trackers import check
+
+    names = args.log or [n for n in os.environ.get("DMC_LOG", "").split(",") if n]
+    return check(names), args.log_dir or Path(os.environ.get("DMC_LOG_DIR", "logs"))
 
 
 def _look_parsers(sub: argparse._SubParsersAction) -> None:
@@ -99,6 +115,7 @@ def _learn_parser(sub: argparse._SubParsersAction) -> None:
                     help="first call only: override a config field (repeatable)")
     le.add_argument("--quiet", action="store_true", help="no progress bars")
     le.add_argument("--threads", type=int, help="CPU threads for torch (default: the model's first call's)")
+    _log_flags(le)
 
 
 def _bench_parsers(sub: argparse._SubParsersAction) -> None:
@@ -144,6 +161,7 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per run (more than one: torchrun)")
     s.add_argument("--cpus-per-run", type=int, help="CPUs per run asked of the scheduler")
     s.add_argument("--time", type=int, default=24 * 60, metavar="MINUTES", help="time limit per run (submitit)")
+    _log_flags(s)
 
 
 def _names(values: list[str] | None) -> list[str] | None:
@@ -161,6 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     threads.register()  # other runs starting now count this one (training.threads)
     if args.threads is not None:
         at_least_one(threads=args.threads)
+    _trackers(args)
     cfg = None
     if args.resume is not None:
         _resume_alone(args)
@@ -201,6 +220,7 @@ def _run(args: argparse.Namespace, cfg) -> Path | None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from dmc.engine.loop import run
+    from dmc.engine.trackers import tracking
     from dmc.rundir import RunDir
     from dmc.training.runtime import cores
     from dmc.training.threads import choose
@@ -211,7 +231,7 @@ def _run(args: argparse.Namespace, cfg) -> Path | None:
     if count is not None:
         torch.set_num_threads(count)
     log.info("%s", why)
-    with logging_redirect_tqdm():
+    with logging_redirect_tqdm(), tracking(*_trackers(args)):
         if args.resume is not None:
             return run(None, resume=args.resume, progress=not args.quiet)
         return run(cfg, out=args.out, progress=not args.quiet)
@@ -296,6 +316,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     launch = Launch(args.launcher, args.jobs, args.threads, args.gpus_per_run, args.time, args.partition,
                     args.cpus_per_run)
     launch.check()
+    names, log_dir = _trackers(args)
+    if names:  # the sweep's runs log too, grouped by setting (dmc.engine.trackers)
+        os.environ.update(DMC_LOG=",".join(names), DMC_LOG_DIR=str(log_dir.absolute()),
+                          DMC_LOG_SWEEP=args.out.absolute().name)
     given = {"benchmarks": _names(args.benchmarks), "methods": _names(args.methods), "seeds": _seeds(args.seeds),
              "sets": args.sets or None, "smoke": args.smoke or None, "backbone": args.backbone}
     given = {k: v for k, v in given.items() if v is not None}
@@ -342,6 +366,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from dmc.engine.learn import Learner
+    from dmc.engine.trackers import tracking
     from dmc.engine.model_dir import committed, is_model, version_dir
     from dmc.rundir import RunDir
     from dmc.training.runtime import cores
@@ -349,6 +374,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         at_least_one(threads=args.threads)
+    names, log_dir = _trackers(args)
     learner = Learner(args.model, args.method, args.backbone, args.sets, progress=not args.quiet)
     first = version_dir(args.model, 1)
     recorded = RunDir(first).state().get("threads") if is_model(args.model) and committed(args.model) else None
@@ -357,7 +383,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     if count is not None:
         torch.set_num_threads(count)
     log.info("%s", why)
-    with logging_redirect_tqdm():
+    with logging_redirect_tqdm(), tracking(names, log_dir, name=args.model.absolute().name):
         rec = learner.learn(args.folder)
     score = "no test images" if rec["A_t"] != rec["A_t"] else f"A_t {rec['A_t']:.2f}"
     if rec.get("old") is not None and rec["A_t"] == rec["A_t"]:
