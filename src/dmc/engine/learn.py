@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from dmc import config, faults
 from dmc.config import RunConfig
@@ -59,9 +60,9 @@ DEFAULT_METHOD = "dmc-ot-mem"
 
 
 def recipe_of(backbone: str | None) -> str:
-    """The preset a new model takes its recipe and prompt template from: the glyph world's for the toy CLIP
-    (the default backbone), the image-folder one (the paper's ViT-B/16 recipe) for any other."""
-    return "glyphs" if backbone in (None, "toy") else "imagefolder"
+    """The preset a new model takes its recipe and prompt template from: the glyph world's for the small
+    CLIPs (toy, the default, and tiny), the image-folder one (the paper's ViT-B/16 recipe) for any other."""
+    return "glyphs" if backbone in (None, "toy", "tiny") else "imagefolder"
 
 
 def new_config(method: str | None, backbone: str | None, sets: list[str] | None) -> RunConfig:
@@ -234,12 +235,34 @@ def learned_datasets(model_dir: Path, tasks: int, backbone) -> dict[str, ImageDa
             rows[split] += [(p, offset + i) for p, i in split_rows[split]]
         offset += len(folders)
 
+    in_memory = all(hasattr(t, "batch") for t in (backbone.preprocess, backbone.preprocess_train))
+    items = {split: _items([p for p, _ in rows[split]], in_memory) for split in rows}
+
     def dataset(split: str, transform) -> ImageDataset:
         labels = np.asarray([y for _, y in rows[split]], dtype=np.int64)  # (N,)
-        return ImageDataset(Samples([p for p, _ in rows[split]], labels), labels, transform)
+        return ImageDataset(Samples(items[split], labels), labels, transform)
 
     return {"train": dataset("train", backbone.preprocess_train),
             "train_plain": dataset("train", backbone.preprocess), "test": dataset("test", backbone.preprocess)}
+
+
+IN_MEMORY_BYTES = 2 << 30  # stored images up to this size are read into memory for the small CLIPs
+
+
+def _items(paths: list[str], in_memory: bool) -> list[str] | np.ndarray:
+    """The images of a dataset: for a backbone whose transforms take whole uint8 batches (the small CLIPs
+    of the glyph world), decoded once into one (N, H, W, 3) array when they all share a size, which is
+    how the glyph world's run holds them (the same batches, the same random streams: see docs/learn.md);
+    otherwise their paths, decoded as they are used."""
+    if not in_memory or not paths:
+        return paths
+    arrays = []
+    for path in paths:
+        with Image.open(path) as im:
+            arrays.append(np.asarray(im.convert("RGB"), dtype=np.uint8))  # (H, W, 3)
+        if arrays[-1].shape != arrays[0].shape or len(arrays) * arrays[0].nbytes > IN_MEMORY_BYTES:
+            return paths
+    return np.stack(arrays)  # (N, H, W, 3)
 
 
 def model_plan(model_dir: Path, tasks: int) -> dict:

@@ -334,6 +334,8 @@ def evaluate_task(method: Method, task: Task, data: dict, batch_size: int) -> tu
     encoded once (first task) and every later evaluation applies only the method's `head`."""
     rt, test = method.rt, data["test"]
     idx = np.nonzero(np.isin(test.labels, task.seen))[0]
+    if not len(idx):  # no test image of any seen class (dmc learn without test/ folders): nothing to score
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     mine = idx[rt.shard(len(idx))]  # every rank tests its share
     with torch.no_grad():
         protos = method.class_features(task.seen).float()  # (C, D)

@@ -30,7 +30,7 @@ def folder_name(name: str) -> str:
 
 def export_world(out: Path, cfg: RunConfig, shifted: bool = False) -> tuple[int, list[int]]:
     """Write the world's tasks as class folders under `out` (new or empty); returns (images written,
-    the class order `dmc learn` gives them, as native ids)."""
+    the class order `dmc learn` gives them, as native ids: every class, those of no exported task last)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--export {out} exists and is not an empty folder; choose a new folder")
@@ -53,6 +53,7 @@ def export_world(out: Path, cfg: RunConfig, shifted: bool = False) -> tuple[int,
                     written += len(rows)
     except OSError as exc:
         raise UserError(f"cannot write the images in {out}: {exc.strerror or exc}") from None
+    order += [n for n in bench.class_order if n not in set(order)]  # classes of tasks cut off by max_tasks
     write_text(out / "class_order.yaml", "# dmc learn's class order for group_01, group_02, ... in turn (native "
                "ids of the glyph world)\n" + yaml.safe_dump({"class_order": order}, default_flow_style=True))
     return written, order
