@@ -18,3 +18,13 @@ def load(run_dir, task: int | None = None, device: str = "auto"):
     from dmc.engine.predict import load as load_run
 
     return load_run(run_dir, task, device)
+
+
+def __getattr__(name: str):
+    """`dmc.Learner`: a model folder taught new classes one folder per call (`dmc.engine.learn`), imported
+    when first used (it brings torch)."""
+    if name == "Learner":
+        from dmc.engine.learn import Learner
+
+        return Learner
+    raise AttributeError(f"module 'dmc' has no attribute {name!r}")

@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     _sweep_parser(sub)
     _suite_parser(sub)
     _predict_parser(sub)
+    _learn_parser(sub)
     world_commands.add_parsers(sub)
     _bench_parsers(sub)
     return p
@@ -55,6 +56,22 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an unfinished run")
     r.add_argument("--quiet", action="store_true", help="no progress bars (bars are only drawn on a terminal)")
     r.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    _log_flags(r)
+
+
+def _log_flags(p: argparse.ArgumentParser) -> None:
+    """--log and --log-dir: the experiment trackers of `dmc run`, `dmc sweep` and `dmc learn`."""
+    p.add_argument("--log", action="append", default=[], metavar="TRACKER",
+                   help="also log to csv, tensorboard or wandb (repeatable; wandb runs offline without an API key)")
+    p.add_argument("--log-dir", type=Path, metavar="DIR", help="where trackers write (default: logs)")
+
+
+def _trackers(args: argparse.Namespace) -> tuple[list[str], Path]:
+    """The trackers asked for (--log, or a sweep's DMC_LOG for its runs), checked before torch loads."""
+    from dmc.engine.trackers import check
+
+    names = args.log or [n for n in os.environ.get("DMC_LOG", "").split(",") if n]
+    return check(names), args.log_dir or Path(os.environ.get("DMC_LOG_DIR", "logs"))
 
 
 def _look_parsers(sub: argparse._SubParsersAction) -> None:
@@ -86,6 +103,20 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
                     help="json: one object per line and image; csv: one row per image and rank")
     pr.add_argument("--batch", type=int, help="images per batch (default: the run's eval.batch_size)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _learn_parser(sub: argparse._SubParsersAction) -> None:
+    le = sub.add_parser("learn", help="teach a model new classes: FOLDER's classes become its next task")
+    le.add_argument("model", type=Path, metavar="MODEL_DIR", help="the model's folder (created by the first call)")
+    le.add_argument("folder", type=Path, metavar="FOLDER",
+                    help="<class>/<images>, or train/<class>/<images> with an optional test/<class>/<images>")
+    le.add_argument("--method", help="first call only: method name (default: dmc-ot-mem)")
+    le.add_argument("--backbone", help="first call only: tiny, toy (default) or an open_clip model name")
+    le.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="first call only: override a config field (repeatable)")
+    le.add_argument("--quiet", action="store_true", help="no progress bars")
+    le.add_argument("--threads", type=int, help="CPU threads for torch (default: the model's first call's)")
+    _log_flags(le)
 
 
 def _bench_parsers(sub: argparse._SubParsersAction) -> None:
@@ -131,6 +162,7 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per run (more than one: torchrun)")
     s.add_argument("--cpus-per-run", type=int, help="CPUs per run asked of the scheduler")
     s.add_argument("--time", type=int, default=24 * 60, metavar="MINUTES", help="time limit per run (submitit)")
+    _log_flags(s)
 
 
 def _suite_parser(sub: argparse._SubParsersAction) -> None:
@@ -164,6 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     threads.register()  # other runs starting now count this one (training.threads)
     if args.threads is not None:
         at_least_one(threads=args.threads)
+    _trackers(args)
     cfg = bench = None
     if args.resume is not None:
         _resume_alone(args)
@@ -207,6 +240,7 @@ def _run(args: argparse.Namespace, cfg, bench=None) -> Path | None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from dmc.engine.loop import run
+    from dmc.engine.trackers import tracking
     from dmc.rundir import RunDir
     from dmc.training.runtime import cores
     from dmc.training.threads import choose
@@ -217,7 +251,7 @@ def _run(args: argparse.Namespace, cfg, bench=None) -> Path | None:
     if count is not None:
         torch.set_num_threads(count)
     log.info("%s", why)
-    with logging_redirect_tqdm():
+    with logging_redirect_tqdm(), tracking(*_trackers(args)):
         if args.resume is not None:
             return run(None, resume=args.resume, progress=not args.quiet)
         return run(cfg, out=args.out, progress=not args.quiet, bench=bench)
@@ -307,6 +341,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     launch = Launch(args.launcher, args.jobs, args.threads, args.gpus_per_run, args.time, args.partition,
                     args.cpus_per_run)
     launch.check()
+    names, log_dir = _trackers(args)
+    if names:  # the sweep's runs log too, grouped by setting (dmc.engine.trackers)
+        os.environ.update(DMC_LOG=",".join(names), DMC_LOG_DIR=str(log_dir.absolute()),
+                          DMC_LOG_SWEEP=args.out.absolute().name)
     given = {"benchmarks": _names(args.benchmarks), "methods": _names(args.methods), "seeds": _seeds(args.seeds),
              "sets": args.sets or None, "smoke": args.smoke or None, "backbone": args.backbone}
     given = {k: v for k, v in given.items() if v is not None}
@@ -351,22 +389,56 @@ def _seeds(values: list[str] | None) -> list[int] | None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from dmc.config import ModelConfig
     from dmc.data.sources.files import collect_images
+    from dmc.engine.model_dir import model_version
     from dmc.rundir import RunDir
 
     _output_open()
     at_least_one(topk=args.topk, **({} if args.batch is None else {"batch": args.batch}))
-    task = RunDir(args.run).trained_task(args.task)  # run, task and images are checked before torch loads
+    run_dir, task = model_version(args.run, args.task)  # a model of dmc learn: its version K
+    task = RunDir(run_dir).trained_task(task)  # run, task and images are checked before torch loads
     images = collect_images(args.images)
     ModelConfig(device=args.device).check()
     from dmc.engine.predict import load, write_predictions
 
-    model = load(args.run, task, args.device)
+    model = load(run_dir, task, args.device)
     start = time.time()
     out = model.predict(images, args.topk, args.batch)
     seconds = time.time() - start
     _emit(lambda: write_predictions(sys.stdout, images, out, task, args.format))
     log.info("%d images in %.2f s (%.0f images/s), the model after task %d of %s", len(images), seconds,
              len(images) / max(seconds, 1e-9), task, args.run)
+    return 0
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from dmc.engine.learn import Learner
+    from dmc.engine.trackers import tracking
+    from dmc.engine.model_dir import committed, is_model, version_dir
+    from dmc.rundir import RunDir
+    from dmc.training.runtime import cores
+    from dmc.training.threads import choose
+
+    if args.threads is not None:
+        at_least_one(threads=args.threads)
+    names, log_dir = _trackers(args)
+    learner = Learner(args.model, args.method, args.backbone, args.sets, progress=not args.quiet)
+    first = version_dir(args.model, 1)
+    recorded = RunDir(first).state().get("threads") if is_model(args.model) and committed(args.model) else None
+    recorded = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1 else None
+    count, why = choose(cores(), args.threads, recorded, "OMP_NUM_THREADS" in os.environ)
+    if count is not None:
+        torch.set_num_threads(count)
+    log.info("%s", why)
+    with logging_redirect_tqdm(), tracking(names, log_dir, name=args.model.absolute().name):
+        rec = learner.learn(args.folder)
+    score = "no test images" if rec["A_t"] != rec["A_t"] else f"A_t {rec['A_t']:.2f}"
+    if rec.get("old") is not None and rec["A_t"] == rec["A_t"]:
+        score += f" (old {rec['old']:.2f}, new {rec['new']:.2f})"
+    _print(f"task {rec['task']}: {rec['classes_seen']} classes, {score}  ({rec['time_s']['total']:.0f} s)  "
+           f"-> {args.model}")
     return 0
 
 
@@ -402,8 +474,8 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "compare": cmd_compare, "sweep": cmd_sweep,
-            "suite": cmd_suite,
-            "predict": cmd_predict, "bench-ot": cmd_bench_ot, "bench-speed": cmd_bench_speed,
+            "suite": cmd_suite, "predict": cmd_predict, "learn": cmd_learn, "bench-ot": cmd_bench_ot,
+            "bench-speed": cmd_bench_speed,
             "bench-ridge": cmd_bench_ridge, **world_commands.COMMANDS}
 
 

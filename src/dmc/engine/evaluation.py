@@ -37,6 +37,8 @@ def evaluate_task(method: Method, task: Task, test: ImageDataset, batch_size: in
     encoded once (`cache`) and every later evaluation applies only the classifier."""
     rt = method.rt
     idx = np.nonzero(np.isin(test.labels, task.seen))[0]
+    if not len(idx):  # no test image of any seen class (dmc learn without test/ folders): nothing to score
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     mine = idx[rt.shard(len(idx))]  # every rank tests its share
     with torch.no_grad():
         classifier = method.classifier(task.seen)

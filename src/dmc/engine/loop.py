@@ -19,6 +19,7 @@ from dmc import config, faults, metrics
 from dmc.config import RunConfig
 from dmc.data.benchmark import Benchmark, limit_per_class, make_benchmark, subset, val_rows, write_plan
 from dmc.data.dataset import ImageDataset, select, subset_dataset
+from dmc.engine import trackers
 from dmc.engine.diagnostics import observers
 from dmc.engine.evaluation import EvalCache, evaluate_task
 from dmc.methods import METHODS, Method
@@ -232,6 +233,7 @@ def run_tasks(cfg: RunConfig, rt: Runtime, bench: Benchmark, data: dict, method:
     elapsed_before = sum(rec.get("time_s", {}).get("total", 0.0) for rec in records)
     method.observers = observers(cfg)  # diagnostics asked for by the config
     cache = EvalCache()
+    trackers.begin(writer.path if writer is not None else None, cfg)  # the trackers of --log, if asked for
     bar = tqdm(total=T, initial=start, desc=f"{cfg.method} on {bench.name}", disable=not rt.bars)
     for t in range(start, T):
         seed_everything(derive_seed(cfg.seed, "task", t))
@@ -247,6 +249,7 @@ def run_tasks(cfg: RunConfig, rt: Runtime, bench: Benchmark, data: dict, method:
                 writer.finish_task(record, method.learned.state_dict(), keep=cfg.checkpoint.keep)
             except UserError as exc:
                 raise UserError(f"{exc}{_advice(writer, t)}") from None
+            trackers.task_done(record, R[: t + 1, : t + 1])
         records.append(record)
         bar.update(1)
         bar.set_postfix(A=f"{record['A_t']:.1f}")
@@ -356,5 +359,6 @@ def finish(rundir: RunWriter, cfg: RunConfig, bench: Benchmark, R: np.ndarray, l
     plot_run(summary, rundir.path / PLOT)
     faults.point("finish")
     rundir.write_summary(summary)
+    trackers.run_done(summary, rundir.path / PLOT)
     log.info("finished: Avg %.2f, Last %.2f, forgetting %.2f (%.0f s)", summary["avg"], summary["last"],
              summary["forgetting"], wall)

@@ -32,6 +32,7 @@ from dmc.data.dataset import ImageDataset
 from dmc.data.sources.base import Samples
 from dmc.data.sources.files import check_readable
 from dmc.engine.loop import load_learned, seeded_backbone, seeded_method
+from dmc.engine.model_dir import model_version
 from dmc.errors import UserError
 from dmc.methods import Method
 from dmc.rundir import CONFIG, CheckpointError, RunDir
@@ -122,7 +123,9 @@ def _dataset(images: Images, transform, allow_empty: bool = False) -> ImageDatas
 def load(run_dir: str | Path, task: int | None = None, device: str = "auto") -> Predictor:
     """The model of `run_dir` after task `task` (from 1; default: the last task of a finished run), on
     `device` (auto, cpu, cuda, cuda:N). Bad input (not a run, a task out of range or unfinished, no
-    checkpoint of it, a changed config.yaml or plan.json) is a UserError in one line."""
+    checkpoint of it, a changed config.yaml or plan.json) is a UserError in one line. A model folder of
+    `dmc learn` gives its version `task` (default: the last one committed)."""
+    run_dir, task = model_version(run_dir, task)
     rundir = RunDir(Path(run_dir))
     task = rundir.trained_task(task)  # also checks that the run's records agree
     plan = rundir.plan()

@@ -16,6 +16,10 @@ from dmc.training.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+# Called after every epoch of every stage with (stage description, epoch from 1, mean loss, seconds): the
+# experiment trackers (`dmc.engine.trackers`) listen here. Empty unless a tracker is switched on.
+EPOCH_LISTENERS: list[Callable[[str, int, float, float], None]] = []
+
 
 def fit(
     params: Sequence[torch.nn.Parameter],
@@ -61,8 +65,13 @@ def fit(
             after_step(value)
 
     start = time.time()
+    history = []
     with tqdm(total=total, desc=desc, leave=False, disable=not rt.bars) as bar:
-        history = [_epoch(batches(e), loss_fn, step, rt, bar, desc, e, hint) for e in range(epochs)]
+        for e in range(epochs):
+            began = time.time()
+            history.append(_epoch(batches(e), loss_fn, step, rt, bar, desc, e, hint))
+            for listener in EPOCH_LISTENERS:
+                listener(desc, e + 1, history[-1], time.time() - began)
     if rt.is_main:  # one line per finished stage: the figures of its bar, readable in a log file
         log.info("%s: %d epoch%s, loss %.4f -> %.4f, %.1f s", desc, epochs, "s" * (epochs != 1), history[0],
                  history[-1], time.time() - start)

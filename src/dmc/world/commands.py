@@ -13,6 +13,9 @@ from dmc.errors import UserError, at_least_one
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("world", help="the offline glyph world")
     w.add_argument("--sheet", type=Path, help="write a contact sheet PNG of both domains")
+    w.add_argument("--export", type=Path, metavar="DIR",
+                   help="write each task's classes as image folders DIR/group_KK/{train,test}/<class>/*.png (the "
+                        "class order of the seed, --set seed=S), for dmc learn")
     tables = {"--regime": "zero-shot, nearest class mean and analytic read-out of the frozen toy CLIP, and their "
                           "ratios",
               "--ceiling": "Avg and Last of K cosine prototypes per class fitted on all seen classes after each task "
@@ -42,8 +45,8 @@ def cmd_world(args: argparse.Namespace) -> int:
 
     if (args.first_session is not None or args.joint) and not args.regime:
         raise UserError("dmc world: --first-session and --joint add rows to --regime; give --regime too")
-    if args.sheet is None and not (args.regime or args.ceiling):
-        raise UserError("dmc world: give --sheet FILE.png, --regime and/or --ceiling")
+    if args.sheet is None and args.export is None and not (args.regime or args.ceiling):
+        raise UserError("dmc world: give --sheet FILE.png, --export DIR, --regime and/or --ceiling")
     at_least_one(prototypes=min(args.prototypes))
     cfg = config.resolve(args.benchmark, "dmc-ot", None, args.sets)  # dmc-ot: stage 1's recipe (vision.*)
     make_benchmark(cfg, cfg.seed)  # the benchmark's settings (validation split) are checked before torch loads
@@ -51,6 +54,8 @@ def cmd_world(args: argparse.Namespace) -> int:
     if args.sheet is not None:
         write_sheet(args.sheet, world, shifted=args.benchmark == "glyphs-shift")
         print(f"contact sheet: {args.sheet}")
+    if args.export is not None:
+        _export(args, cfg)
     if args.regime:
         _regime(args, cfg)
     if args.ceiling:
@@ -59,6 +64,16 @@ def cmd_world(args: argparse.Namespace) -> int:
 
         print(ceiling_table(glyph_ceiling(build_backbone("toy"), cfg, args.seeds, args.prototypes)))
     return 0
+
+
+def _export(args: argparse.Namespace, cfg) -> None:
+    from dmc.world.export import export_world
+
+    written, order = export_world(args.export, cfg, shifted=args.benchmark == "glyphs-shift")
+    groups = sorted(p.name for p in args.export.iterdir() if p.name.startswith("group_"))
+    print(f"{written} images of {len(order)} classes in {len(groups)} groups (seed {cfg.seed}): {args.export}/"
+          f"group_01 ... {groups[-1]}; teach them with dmc learn MODEL_DIR {args.export}/group_01, then group_02, "
+          f"...; the matching run: dmc run --seed {cfg.seed} --set benchmark.order_file={args.export}/class_order.yaml")
 
 
 def _regime(args: argparse.Namespace, cfg) -> None:
