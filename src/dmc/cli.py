@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from dmc.errors import UserError, at_least_one
-from dmc.world import commands as world_commands
+from dmc.world import commands as world_commands  # the lab: its commands; importing it registers its names
 
 log = logging.getLogger("dmc")
 
@@ -157,7 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides["model.backbone"] = args.backbone
         if args.seed is not None:
             overrides["seed"] = args.seed
-        cfg = config.resolve(args.benchmark, args.method, overrides, args.sets, smoke=args.smoke)
+        cfg = config.resolve(args.benchmark or catalog.DEFAULT_BENCHMARK, args.method, overrides, args.sets,
+                             smoke=args.smoke)
         catalog.check(cfg)  # names, split, data root: before torch loads
     path = _run(args, cfg)
     if path is None:  # a torchrun worker other than rank 0: rank 0 reports

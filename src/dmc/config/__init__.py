@@ -5,7 +5,7 @@ method table (`table.py`: each method's class, own section and preset), and impo
 above it, so methods, the loop and the CLI can all take a `RunConfig`, and a name or a value is checked
 before torch loads.
 """
-from dmc.config.checks import BadValue, Section, fields_of, plug
+from dmc.config.checks import BadValue, Section, fields_of, lazy_plugs, plug
 from dmc.config.data import BenchmarkConfig, DataConfig
 from dmc.config.methods import (CALIBRATIONS, SOLVERS, CalibrationConfig, MemoryConfig, ProofConfig, RanpacConfig,
                                 RapfConfig, ReplayConfig)
@@ -21,6 +21,6 @@ __all__ = [
     "CALIBRATIONS", "METHODS", "SMOKE", "SOLVERS", "BadValue", "BenchmarkConfig", "CalibrationConfig",
     "CheckpointConfig", "DataConfig", "DiagnosticsConfig", "EvalConfig", "MemoryConfig", "MethodSpec",
     "ModelConfig", "PromptConfig", "ProofConfig", "RanpacConfig", "RapfConfig", "ReplayConfig", "RunConfig",
-    "Section", "VisionConfig", "add_provenance", "apply_dict", "fields_of", "load", "parse_set", "plug", "resolve",
+    "Section", "VisionConfig", "add_provenance", "apply_dict", "fields_of", "lazy_plugs", "load", "parse_set", "plug", "resolve",
     "save", "saved_tree", "set_key", "smoke_settings", "to_dict", "validate",
 ]

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from dmc.config.checks import BadValue, fields_of
+from dmc.config.checks import BadValue, fields_of, lazy_plugs
 from dmc.config.run import RunConfig
 from dmc.config.table import METHODS
 from dmc.errors import UserError
@@ -90,10 +90,12 @@ def set_key(cfg: RunConfig, key: str, value: Any) -> None:
     obj: Any = cfg
     parts = key.split(".")
     for i, part in enumerate(parts):
+        if part in lazy_plugs(obj):
+            getattr(obj, part)  # a section plugged by name joins the config when it is set
         types_ = fields_of(obj)
         if part not in types_:
             where = ".".join(parts[:i]) or "the config"
-            valid = ", ".join(sorted(types_))
+            valid = ", ".join(sorted([*types_, *lazy_plugs(obj)]))
             raise UserError(f"unknown config key {key!r}: {where} has {valid}")
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(getattr(obj, part)):

@@ -29,7 +29,7 @@ class Grid:
     """What a sweep runs: every benchmark x method x setting x seed. `sets` are `--set KEY=VALUE` items; a
     key given more than once varies (its values are alternatives), a key given once applies to every run."""
 
-    benchmarks: list[str] = field(default_factory=lambda: [RunConfig().benchmark.name])
+    benchmarks: list[str] = field(default_factory=lambda: [catalog.DEFAULT_BENCHMARK])  # the command line's
     methods: list[str] = field(default_factory=lambda: [RunConfig().method])
     seeds: list[int] = field(default_factory=lambda: [RunConfig().seed])
     sets: list[str] = field(default_factory=list)
