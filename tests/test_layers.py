@@ -35,7 +35,8 @@ def test_the_check_finds_upward_arrows_circles_and_units_without_a_layer(tmp_pat
         "errors.py": "",
     })
     problems = "\n".join(layers.check(pkg))
-    assert "src/dmc/config/__init__.py:1: config (config) imports dmc.methods.rapf (methods), a higher layer" in problems
+    assert ("src/dmc/config/__init__.py:1: config (config) imports dmc.methods.rapf (methods), a higher layer"
+            in problems)
     assert "src/dmc/methods/rapf.py:2: methods (methods) imports dmc.engine.loop (engine), a higher layer" in problems
     assert "circle among units config, engine, methods:" in problems
     assert "unit 'extras' is in no layer" in problems

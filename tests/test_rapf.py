@@ -30,7 +30,8 @@ def test_identity_adapter_equals_zero_shot_until_trained(tmp_path):
         logits_r = rapf.logits(rapf.image_features(x), rapf.class_features(classes))
         logits_z = zeroshot.logits(zeroshot.image_features(x), zeroshot.class_features(classes))
     torch.testing.assert_close(logits_r, logits_z, rtol=0, atol=1e-6)
-    preds = [predict(m.model.visual, m.scores, m.class_features(classes), classes, data["test"], rt, 64) for m in (rapf, zeroshot)]
+    preds = [predict(m.model.visual, m.scores, m.class_features(classes), classes, data["test"], rt, 64)
+             for m in (rapf, zeroshot)]
     assert (preds[0] == preds[1]).all()
     rapf.train_task(task)
     with torch.no_grad():

@@ -99,7 +99,8 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     rb.add_argument("--n", type=int, default=5000, help="training images of the task (CIFAR-100 task: 5000)")
     rb.add_argument("--classes", type=int, default=100)
     rb.add_argument("--device", default="cpu")
-    s = sub.add_parser("bench-speed", help="images/s of stage 1 and evaluation, stage-2 steps/s, peak memory (random weights)")
+    s = sub.add_parser("bench-speed",
+                       help="images/s of stage 1 and evaluation, stage-2 steps/s, peak memory (random weights)")
     s.add_argument("--backbone", default="ViT-B-16")
     s.add_argument("--batch", type=int, default=64,
                    help="images per stage-1 step and real features per stage-2 step (stage-2 default: 64)")

@@ -21,6 +21,6 @@ __all__ = [
     "CALIBRATIONS", "METHODS", "SMOKE", "SOLVERS", "BadValue", "BenchmarkConfig", "CalibrationConfig",
     "CheckpointConfig", "DataConfig", "DiagnosticsConfig", "EvalConfig", "MemoryConfig", "MethodSpec",
     "ModelConfig", "PromptConfig", "ProofConfig", "RanpacConfig", "RapfConfig", "ReplayConfig", "RunConfig",
-    "Section", "VisionConfig", "add_provenance", "apply_dict", "fields_of", "lazy_plugs", "load", "parse_set", "plug", "resolve",
-    "save", "saved_tree", "set_key", "smoke_settings", "to_dict", "validate",
+    "Section", "VisionConfig", "add_provenance", "apply_dict", "fields_of", "lazy_plugs", "load", "parse_set",
+    "plug", "resolve", "save", "saved_tree", "set_key", "smoke_settings", "to_dict", "validate",
 ]

@@ -8,8 +8,8 @@ Why the benchmark preset comes after the method preset: a method preset says wha
 (calibration off for DMC, RAPF's shrinkage) and holds no learning rate or epoch count; the benchmark preset
 states the recipe for its backbone and data, and a method's recipe on one benchmark goes in that
 benchmark's `per_method` block. So a generic method preset can never override the recipe of a real
-benchmark (tests/test_presets.py pins the resolved rates and epochs of every pair). The resolved config is saved in every run directory, so a run can be repeated from its
-`config.yaml` alone.
+benchmark (tests/test_presets.py pins the resolved rates and epochs of every pair). The resolved config is saved
+in every run directory, so a run can be repeated from its `config.yaml` alone.
 """
 from __future__ import annotations
 

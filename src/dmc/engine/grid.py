@@ -162,4 +162,5 @@ def _odd_field(tree: dict) -> str | None:
 def _describe(grid: Grid) -> str:
     parts = [f"benchmarks {', '.join(grid.benchmarks)}", f"methods {', '.join(grid.methods)}",
              f"seeds {', '.join(map(str, grid.seeds))}"]
-    return "; ".join(parts + ([f"--set {' '.join(grid.sets)}"] if grid.sets else []) + (["smoke"] if grid.smoke else []))
+    parts += [f"--set {' '.join(grid.sets)}"] if grid.sets else []
+    return "; ".join(parts + (["smoke"] if grid.smoke else []))

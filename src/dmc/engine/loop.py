@@ -327,8 +327,8 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
 
 def evaluate_task(method: Method, task: Task, data: dict, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Predictions on this rank's share of the test images of all seen classes, through the method's
-    `class_features` and `scores` hooks (on the image tower's outputs). With a frozen image encoder, the whole test set is
-    encoded once (first task) and every later evaluation applies only the method's `head`."""
+    `class_features` and `scores` hooks (on the image tower's outputs). With a frozen image encoder, the whole
+    test set is encoded once (first task) and every later evaluation applies only the method's `head`."""
     rt, test = method.rt, data["test"]
     idx = np.nonzero(np.isin(test.labels, task.seen))[0]
     mine = idx[rt.shard(len(idx))]  # every rank tests its share
@@ -353,7 +353,8 @@ def finish(rundir: RunWriter, cfg: RunConfig, bench: Benchmark, R: np.ndarray, w
     counts = last["counts"]
     summ = metrics.summary(R, counts)
     summary = {"method": cfg.method, "benchmark": cfg.benchmark.name, "backbone": cfg.model.backbone,
-               "seed": cfg.seed, "eval_split": cfg.eval.split, "tasks": len(bench.tasks), **summ, "acc_matrix": metrics.nan_to_none(R),
+               "seed": cfg.seed, "eval_split": cfg.eval.split, "tasks": len(bench.tasks), **summ,
+               "acc_matrix": metrics.nan_to_none(R),
                "counts": counts, "stored_images": last.get("stored_images", 0), "wall_time_s": wall,
                "threads": last.get("threads"), "versions": versions()}
     plot_run(summary, rundir.path / PLOT)

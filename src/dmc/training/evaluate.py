@@ -13,9 +13,9 @@ from dmc.training.runtime import Runtime
 
 
 @torch.inference_mode()
-def image_scores(visual: Callable[[torch.Tensor], torch.Tensor], score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 protos: torch.Tensor, dataset: ImageDataset, rt: Runtime, batch_size: int,
-                 desc: str = "eval") -> Iterator[torch.Tensor]:
+def image_scores(visual: Callable[[torch.Tensor], torch.Tensor],
+                 score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], protos: torch.Tensor,
+                 dataset: ImageDataset, rt: Runtime, batch_size: int, desc: str = "eval") -> Iterator[torch.Tensor]:
     """Per batch of the dataset (in order), the scores (B, C) `score(visual(x), protos)`: the method's
     `scores` hook on the image tower's outputs (float32), against its `class_features` protos. What
     evaluation and `dmc predict` rank classes by."""
