@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
 from dmc import catalog, config
 from dmc.cli import main
+from dmc.data.sources.base import SOURCES
+from dmc.errors import UserError
 
 SRC = str(Path(catalog.__file__).resolve().parents[1])
 
@@ -37,6 +40,27 @@ def test_the_librarys_defaults_name_no_part_of_the_lab():
     assert not {cfg.benchmark.name, cfg.model.backbone} & lab
     assert "world" not in config.to_dict(cfg)["data"]  # plugged by name: joins a config only when used
     assert catalog.DEFAULT_BENCHMARK == "glyphs" and config.resolve("glyphs").model.backbone == "toy"
+
+
+def test_a_section_plugged_by_name_joins_a_config_only_when_read_or_set():
+    cfg = config.resolve("synthetic")
+    assert config.lazy_plugs(cfg.data) == ["world"] and "world" not in config.to_dict(cfg)["data"]
+    with pytest.raises(UserError, match=r"unknown config key 'data\.wrld\.seed': data has .*root.*world"):
+        config.set_key(cfg, "data.wrld.seed", 1)
+    config.set_key(cfg, "data.world.severity", 0.4)  # set: it joins, checked and saved like any section
+    assert config.to_dict(cfg)["data"]["world"]["severity"] == 0.4 and config.lazy_plugs(cfg.data) == []
+    with pytest.raises(UserError, match="data.world.severity"):
+        config.resolve("synthetic", sets=["data.world.severity=2"])
+    other = config.resolve("synthetic")
+    assert other.data.world.seed == 0 and "world" in config.to_dict(other)["data"]  # read: it joins too
+
+
+def test_registering_the_lab_again_changes_nothing():
+    SOURCES.get("glyphs")  # the name now holds the imported source
+    catalog.register_lab()
+    assert SOURCES.get("glyphs").name == "glyphs"
+    with pytest.raises(ValueError, match="registered twice"):
+        SOURCES.add("glyphs", "dmc.world.source:GLYPHS_SHIFT")
 
 
 def test_an_image_folder_run_loads_without_the_lab_and_a_glyph_run_with_it(tmp_path, capsys):
