@@ -14,7 +14,6 @@ import yaml
 from PIL import Image
 
 from dmc import catalog, config
-from dmc.cli import main
 from dmc.data.sources.base import SOURCES
 from dmc.errors import UserError
 
@@ -63,16 +62,24 @@ def test_registering_the_lab_again_changes_nothing():
         SOURCES.add("glyphs", "dmc.world.source:GLYPHS_SHIFT")
 
 
-def test_an_image_folder_run_loads_without_the_lab_and_a_glyph_run_with_it(tmp_path, capsys):
+def _fresh_python(script: str) -> subprocess.CompletedProcess:
+    """`script` in a new interpreter on this checkout: nothing registered or imported by other tests (a method
+    registered from outside the package, say) reaches it."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_an_image_folder_run_loads_without_the_lab_and_a_glyph_run_with_it(tmp_path):
     root = _image_folder(tmp_path / "data")
     folder_run, glyph_run = tmp_path / "folder", tmp_path / "glyphs"
-    assert main(["run", "--benchmark", "imagefolder", "--backbone", "tiny", "--smoke", "--quiet", "--threads", "1",
-                 "--set", f"data.root={root}", "--set", "benchmark.increment=2", "--set", "model.pretrained=random",
-                 "--out", str(folder_run)]) == 0
-    assert main(["run", "--method", "zeroshot", "--smoke", "--quiet", "--threads", "1", "--set",
-                 "benchmark.max_tasks=1", "--set", "data.world.train_per_class=2", "--set",
-                 "data.world.test_per_class=2", "--out", str(glyph_run)]) == 0  # no --benchmark: the glyph world
-    capsys.readouterr()
+    folder = ["run", "--benchmark", "imagefolder", "--backbone", "tiny", "--smoke", "--quiet", "--threads", "1",
+              "--set", f"data.root={root}", "--set", "benchmark.increment=2", "--set", "model.pretrained=random",
+              "--out", str(folder_run)]
+    glyph = ["run", "--method", "zeroshot", "--smoke", "--quiet", "--threads", "1", "--set", "benchmark.max_tasks=1",
+             "--set", "data.world.train_per_class=2", "--set", "data.world.test_per_class=2",
+             "--out", str(glyph_run)]  # no --benchmark: the command line's default, the glyph world
+    done = _fresh_python(f"from dmc.cli import main; assert main({folder!r}) == main({glyph!r}) == 0")
+    assert done.returncode == 0, done.stderr
     saved = {p: yaml.safe_load((p / "config.yaml").read_text()) for p in (folder_run, glyph_run)}
     assert "world" not in saved[folder_run]["data"] and saved[folder_run]["model"]["backbone"] == "tiny"
     assert saved[glyph_run]["benchmark"]["name"] == "glyphs" and saved[glyph_run]["model"]["backbone"] == "toy"
@@ -90,8 +97,7 @@ out["glyph_classes"] = len(dmc.load({str(glyph_run)!r}).classes)
 out["after_glyph_run"] = lab()
 print(json.dumps(out))
 """
-    env = {**os.environ, "PYTHONPATH": SRC}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    done = _fresh_python(script)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.splitlines()[-1])
     assert out["after_import"] == [] and out["after_folder_run"] == [], out
