@@ -5,6 +5,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")  # runs started here keep this cou
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from dmc.catalog import register_lab  # noqa: E402
+
+register_lab()  # the lab's names (glyphs, toy, data.world), as the command line knows them; nothing of it loads
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(2)
 

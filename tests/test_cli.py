@@ -60,7 +60,8 @@ def test_list_shows_registries(capsys):
     (["plan", "cifar100", "--set", "benchmark.base=120"], "bad split B120-Inc10"),
 ])
 def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, needle):
-    code, out, err = run_cli(capsys, *argv, *(["--out", str(tmp_path / "r")] if argv[0] == "run" and "--resume" not in argv else []))
+    out_dir = ["--out", str(tmp_path / "r")] if argv[0] == "run" and "--resume" not in argv else []
+    code, out, err = run_cli(capsys, *argv, *out_dir)
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.startswith("dmc: error:")]
     assert len(lines) == 1 and needle in lines[0], err
@@ -132,11 +133,13 @@ def test_values_that_make_no_sense_end_in_one_line(capsys, tmp_path, argv, needl
         from dmc.training.runtime import make_runtime
         from tests.helpers import tiny_cfg
 
-        run(tiny_cfg("zeroshot", benchmark__max_tasks=1), out=tmp_path / "RUN", rt=make_runtime("cpu", "fp32", progress=False))
+        run(tiny_cfg("zeroshot", benchmark__max_tasks=1), out=tmp_path / "RUN",
+            rt=make_runtime("cpu", "fp32", progress=False))
     argv = [str(tmp_path / a) if a.split("/")[0] in ("FILE", "ORDER", "RUN") else a for a in argv]
     argv = [f"benchmark.order_file={tmp_path / 'ORDER'}" if a.endswith("=ORDER") else a for a in argv]
     if argv[0] == "run":
-        argv += ["--benchmark", "synthetic", "--smoke", "--quiet"] + ([] if "--out" in argv else ["--out", str(tmp_path / "r")])
+        argv += ["--benchmark", "synthetic", "--smoke", "--quiet"]
+        argv += [] if "--out" in argv else ["--out", str(tmp_path / "r")]
     code, _, err = run_cli(capsys, *argv)
     lines = [line for line in err.splitlines() if line.startswith("dmc: error:")]
     assert code == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
@@ -173,7 +176,8 @@ def test_config_errors_come_before_torch_loads(tmp_path):
     cases = [["run", "--method", "nope"], ["run", "--benchmark", "synthetic", "--backbone", "no-such-net"],
              ["run", "--set", "vision.lr=fast"], ["run", "--benchmark", "imagefolder"], ["run", "--threads", "0"],
              ["run", "--resume", str(tmp_path)], ["run", "--bogus"],
-             ["sweep", "--out", str(tmp_path / "s"), "--methods", "nope"], ["sweep", "--out", str(tmp_path / "s"), "--jobs", "0"],
+             ["sweep", "--out", str(tmp_path / "s"), "--methods", "nope"],
+             ["sweep", "--out", str(tmp_path / "s"), "--jobs", "0"],
              ["predict", str(tmp_path), str(tmp_path)], ["compare", str(tmp_path)]]
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)

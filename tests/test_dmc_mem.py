@@ -88,7 +88,8 @@ def test_t_head_is_the_student_t_log_density_of_the_memory():
     x = x[:9]
     got = m.gaussian_head(seen)(x).double()  # (9, C)
     covs = shrink_to_identity(m.bank.covs(seen).double(), gamma)
-    want = torch.stack([torch.as_tensor(multivariate_t(mu.double().numpy(), cov.numpy(), df=dof).logpdf(x.double().numpy()))
+    want = torch.stack([torch.as_tensor(multivariate_t(mu.double().numpy(), cov.numpy(), df=dof)
+                                        .logpdf(x.double().numpy()))
                         for mu, cov in zip(m.bank.means(seen), covs)], dim=1)
     gap = got - want
     assert torch.allclose(gap, torch.full_like(gap, float(gap[0, 0])), atol=1e-3)

@@ -35,10 +35,31 @@ def test_the_check_finds_upward_arrows_circles_and_units_without_a_layer(tmp_pat
         "errors.py": "",
     })
     problems = "\n".join(layers.check(pkg))
-    assert "src/dmc/config/__init__.py:1: config (config) imports dmc.methods.rapf (methods), a higher layer" in problems
+    assert ("src/dmc/config/__init__.py:1: config (config) imports dmc.methods.rapf (methods), a higher layer"
+            in problems)
     assert "src/dmc/methods/rapf.py:2: methods (methods) imports dmc.engine.loop (engine), a higher layer" in problems
     assert "circle among units config, engine, methods:" in problems
     assert "unit 'extras' is in no layer" in problems
+
+
+def test_the_check_fails_when_any_library_file_imports_the_lab(tmp_path):
+    """The package's `__init__` is a library unit like any other: importing `world` (or `bench`) from it, or
+    from a file deep in a library package, is refused; the command line may import the lab."""
+    pkg = _package(tmp_path, {
+        "__init__.py": "from dmc import world  # registers the glyph world\n",
+        "data/sources/extra.py": "def f():\n    import dmc.bench\n",
+        "catalog.py": 'LAB = {"glyphs": "dmc.world.source:GLYPHS"}  # a name, not an import\n',
+        "world/__init__.py": "from dmc.catalog import LAB\n",
+        "bench.py": "from dmc.world import source\n",
+        "world/source.py": "",
+        "cli.py": "from dmc.world import source\nimport dmc.bench\n",
+    })
+    problems = layers.check(pkg)
+    assert problems == [
+        "src/dmc/__init__.py:1: __init__ (package) imports dmc.world (lab), the lab, which the library never imports",
+        "src/dmc/data/sources/extra.py:2: data (data) imports dmc.bench (lab), the lab, which the library never "
+        "imports",
+    ]
 
 
 def test_the_check_finds_a_circle_between_files_of_one_package(tmp_path):

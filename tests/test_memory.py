@@ -49,7 +49,8 @@ def test_shrinkage_formula_on_hand_made_matrix():
     torch.testing.assert_close(shrink_covariance(cov, 1.0, 1.0), expected)
     half = cov + 0.5 * 2.0 * torch.eye(3, dtype=torch.float64) + 0.25 * off * (1 - torch.eye(3, dtype=torch.float64))
     torch.testing.assert_close(shrink_covariance(cov, 0.5, 0.25), half)
-    torch.testing.assert_close(shrink_covariance(torch.tensor([1.0, 2.0, 3.0]), 1.0, 1.0), torch.tensor([3.0, 4.0, 5.0]))
+    torch.testing.assert_close(shrink_covariance(torch.tensor([1.0, 2.0, 3.0]), 1.0, 1.0),
+                               torch.tensor([3.0, 4.0, 5.0]))
 
 
 def test_fit_applies_shrinkage_then_ridge():
@@ -196,7 +197,8 @@ def _rank_deficient(n: int = 30, d: int = 128) -> torch.Tensor:
     """n samples of a D-dim Gaussian with a spread spectrum (variances 1 down to 1e-4): S has rank n - 1."""
     g = torch.Generator().manual_seed(0)
     q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
-    return (torch.randn(n, d, generator=g, dtype=torch.float64) * torch.logspace(0, -2, d, dtype=torch.float64)) @ q.T + 2
+    scales = torch.logspace(0, -2, d, dtype=torch.float64)  # (d,)
+    return (torch.randn(n, d, generator=g, dtype=torch.float64) * scales) @ q.T + 2
 
 
 def _condition(cov: torch.Tensor) -> float:

@@ -48,4 +48,5 @@ def test_single_task_and_bad_shape():
 
 def test_nan_to_none():
     out = metrics.nan_to_none(R)
-    assert out[0][1] is None and out[2][2] == 100.0 and not any(isinstance(v, float) and math.isnan(v) for row in out for v in row)
+    assert out[0][1] is None and out[2][2] == 100.0
+    assert not any(isinstance(v, float) and math.isnan(v) for row in out for v in row)

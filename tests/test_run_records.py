@@ -83,7 +83,8 @@ def test_an_unfinished_run_that_lost_its_metrics_keeps_its_checkpoints(capsys, f
     killed = killed_copy(full_run, tmp_path / "r", finished_tasks=2)
     (killed / "metrics.jsonl").unlink()
     before = tree(killed / "checkpoints")
-    one_line(capsys, "holds the checkpoint of task 2 but no finished task: its records disagree", *SMOKE, "--out", killed)
+    one_line(capsys, "holds the checkpoint of task 2 but no finished task: its records disagree", *SMOKE,
+             "--out", killed)
     one_line(capsys, "has the checkpoint of task 2 but metrics lines for only 0 tasks", "run", "--resume", killed)
     assert tree(killed / "checkpoints") == before
 

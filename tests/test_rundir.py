@@ -155,7 +155,8 @@ def old_numbering(run, dest):
     (dest / "metrics.jsonl").write_text("".join(json.dumps({**r, "task": r["task"] - 1}) + "\n" for r in older))
     (dest / ".dmc-run").unlink()  # nor a mark
     for k in range(1, len(lines) + 1):
-        (dest / "checkpoints" / f"task_{k:02d}.safetensors").rename(dest / "checkpoints" / f"task_{k - 1:02d}.safetensors")
+        checkpoints = dest / "checkpoints"
+        (checkpoints / f"task_{k:02d}.safetensors").rename(checkpoints / f"task_{k - 1:02d}.safetensors")
     return dest
 
 

@@ -170,7 +170,6 @@ def test_a_run_finished_meanwhile_by_another_process_is_not_failed(tmp_path):
 def test_killing_the_sweep_stops_its_runs(tmp_path):
     """SIGKILL of the sweep's own process: its child run stops within seconds, as Ctrl-C stops it (resumable),
     instead of running on unseen and holding its folder."""
-    import signal
     import time
 
     folder = tmp_path / "sweep"

@@ -55,7 +55,8 @@ def test_the_count_is_said_recorded_and_kept_on_resume(capsys, caplog, tmp_path,
         assert main([*argv, "--out", str(tmp_path / "r")]) == 0
         assert "3 torch threads (3 cores, no other dmc run here; --threads N to choose)" in caplog.text
         assert json.loads((tmp_path / "r" / "run.json").read_text())["threads"] == 3
-        assert {json.loads(line)["threads"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()} == {3}
+        lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+        assert {json.loads(line)["threads"] for line in lines} == {3}
         assert json.loads((tmp_path / "r" / "summary.json").read_text())["threads"] == 3
         killed = killed_copy(tmp_path / "r", tmp_path / "k", finished_tasks=1)
         state = json.loads((killed / "run.json").read_text())

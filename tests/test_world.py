@@ -80,7 +80,8 @@ def test_run_config_records_the_toy_clip_it_used(tmp_path):
     backbone = prov["backbone"]
     assert backbone["weights"] in ("shipped", "cache", "built")
     assert backbone["pretraining"] == yaml.safe_load(yaml.safe_dump(vars(pretrain.PretrainConfig())))
-    assert backbone["pretraining_fonts"] == yaml.safe_load(yaml.safe_dump(pretrain.pretraining_fonts(pretrain.PretrainConfig())))
+    fonts = pretrain.pretraining_fonts(pretrain.PretrainConfig())
+    assert backbone["pretraining_fonts"] == yaml.safe_load(yaml.safe_dump(fonts))
     assert backbone["sha256"] == toy.state_sha256(shipped.get_toy())
     assert {f["domain"] for f in prov["fonts"]} == {"clean", "renditions"}
 

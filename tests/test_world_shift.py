@@ -171,7 +171,8 @@ def test_joint_row_trains_joint_on_the_regimes_world_and_split(monkeypatch):
     acc = regime.joint_accuracy(cfg)
     joint = seen["cfg"]
     assert joint.method == "joint" and joint.benchmark.name == "glyphs-shift" and joint.vision.lr == 3e-3
-    assert (joint.data.world.train_per_class, joint.data.world.shift.amplitude, joint.data.world.severity) == (3, 0.1, 0.2)
+    world = joint.data.world
+    assert (world.train_per_class, world.shift.amplitude, world.severity) == (3, 0.1, 0.2)
     assert (joint.benchmark.val_fraction, joint.eval.split) == (0.34, "val")
     assert acc == seen["last"] and 0.0 <= acc <= 100.0
     assert not seen["path"].exists()  # the run lived in a temporary folder

@@ -10,12 +10,15 @@ import inspect
 import re
 import sys
 
-from dmc.config import RunConfig, fields_of
+from dmc.catalog import register_lab
+from dmc.config import RunConfig, fields_of, lazy_plugs
 
 
 def rows(section_obj, prefix: str):
     """(key, default, meaning, provenance) of every field of the package, plugged sections (each method's
     own, the glyph world's) included."""
+    for name in lazy_plugs(section_obj):  # sections plugged by name (the lab's `data.world`) are documented too
+        getattr(section_obj, name)
     src = inspect.getsource(type(section_obj))
     comments = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", src, flags=re.M))
     for name in fields_of(section_obj):
@@ -33,6 +36,7 @@ def rows(section_obj, prefix: str):
 
 
 def main() -> None:
+    register_lab()
     cfg = RunConfig()
     print("| key | default | meaning | provenance |")
     print("|---|---|---|---|")

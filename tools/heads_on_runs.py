@@ -83,8 +83,10 @@ def heads_of_run(run: Path, gammas: list[float], weights: list[float],
                  dofs: list[float] = ()) -> dict[str, tuple[float, float]]:
     """Avg and Last of every head on one run."""
     from dmc import config
+    from dmc.catalog import register_lab
     from dmc.data.benchmark import make_benchmark
 
+    register_lab()  # a run of the glyph world names the lab's benchmark, backbone and section
     cfg = config.load(run / "config.yaml")
     bench = make_benchmark(cfg, cfg.seed)
     images, labels = evaluation_images(run, cfg, bench)

@@ -1,8 +1,11 @@
 """The import layers of dmc, read from the code: the check that every import points down, and the table of
 docs/architecture.md.
 
-A unit is a top-level module or package of dmc (`config`, `methods`, `report`, ...). Units stand in
-layers, bottom to top; a unit may import units of its own layer or of a lower one, never of a higher one.
+A unit is a top-level module or package of dmc (`config`, `methods`, `report`, ...; the package's own
+`__init__` is one too). Units stand in layers, bottom to top; a unit may import units of its own layer or of
+a lower one, never of a higher one. The lab (`world`, `bench`) stands above the whole library, so an import
+of it from any library file is an arrow up; the library knows the lab's names only as strings
+(`dmc.catalog.LAB`), which are not imports.
 No units import each other in a circle, and no files do (files of one package included). Imports inside
 functions count like any other.
 
@@ -28,15 +31,18 @@ LAYERS: list[tuple[str, str, tuple[str, ...]]] = [  # bottom to top: name, what 
     ("run records", "the run-directory format; tables and plots read from run directories", ("rundir", "report")),
     ("data", "benchmarks (class order, task split), sources, datasets, transforms", ("data",)),
     ("models", "the open_clip wrapper, the prompt learner, PROOF's fusion layer", ("models",)),
-    ("catalog", "the names and data roots a run may use, checked before torch loads", ("catalog",)),
+    ("catalog", "the names and data roots a run may use, checked before torch loads; the lab's names",
+     ("catalog",)),
     ("training", "what methods train with: runtime, Task, the one optimisation loop, features, evaluation",
      ("training",)),
     ("methods", "each method a few hooks on the loop; the shared stages", ("methods",)),
     ("engine", "the one loop, its observers, a run's model on new images, sweeps", ("engine",)),
-    ("lab", "on top of the library: the glyph world and its toy CLIP; the benches", ("world", "bench")),
-    ("entry points", "the command line; `dmc` itself (`dmc.load`, the lab's registration)",
-     ("cli", "__main__", "__init__")),
+    ("package", "`dmc` itself: `dmc.load`", ("__init__",)),
+    ("lab", "on top of the library, never imported by it: the glyph world and its toy CLIP; the benches",
+     ("world", "bench")),
+    ("entry points", "the command line, which registers the lab", ("cli", "__main__")),
 ]
+LAB = "lab"  # the layer the library (every layer below it, the package's `__init__` included) never imports
 RANK = {unit: rank for rank, (_, _, units) in enumerate(LAYERS) for unit in units}
 SRC = Path(__file__).resolve().parents[1] / "src" / "dmc"
 
@@ -103,8 +109,9 @@ def upward(found: list[tuple[str, int, str, str, str]]) -> list[str]:
             if u not in RANK:
                 problems.append(f"{file}:{line}: unit {u!r} is in no layer; give it one in tools/layers.py")
         if unit in RANK and target_unit in RANK and RANK[unit] < RANK[target_unit]:
-            problems.append(f"{file}:{line}: {unit} ({LAYERS[RANK[unit]][0]}) imports {target} "
-                            f"({LAYERS[RANK[target_unit]][0]}), a higher layer")
+            layer = LAYERS[RANK[target_unit]][0]
+            why = "the lab, which the library never imports" if layer == LAB else "a higher layer"
+            problems.append(f"{file}:{line}: {unit} ({LAYERS[RANK[unit]][0]}) imports {target} ({layer}), {why}")
     return sorted(set(problems))
 
 

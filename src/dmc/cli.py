@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from dmc.errors import UserError, at_least_one
-from dmc.world import commands as world_commands
+from dmc.world import commands as world_commands  # the lab: its commands; importing it registers its names
 
 log = logging.getLogger("dmc")
 
@@ -131,7 +131,8 @@ def _bench_parsers(sub: argparse._SubParsersAction) -> None:
     rb.add_argument("--n", type=int, default=5000, help="training images of the task (CIFAR-100 task: 5000)")
     rb.add_argument("--classes", type=int, default=100)
     rb.add_argument("--device", default="cpu")
-    s = sub.add_parser("bench-speed", help="images/s of stage 1 and evaluation, stage-2 steps/s, peak memory (random weights)")
+    s = sub.add_parser("bench-speed",
+                       help="images/s of stage 1 and evaluation, stage-2 steps/s, peak memory (random weights)")
     s.add_argument("--backbone", default="ViT-B-16")
     s.add_argument("--batch", type=int, default=64,
                    help="images per stage-1 step and real features per stage-2 step (stage-2 default: 64)")
@@ -208,7 +209,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides["model.backbone"] = args.backbone
         if args.seed is not None:
             overrides["seed"] = args.seed
-        cfg = config.resolve(args.benchmark, args.method, overrides, args.sets, smoke=args.smoke)
+        cfg = config.resolve(args.benchmark or catalog.DEFAULT_BENCHMARK, args.method, overrides, args.sets,
+                             smoke=args.smoke)
         bench = catalog.check(cfg)  # names, split, data root: before torch loads (the run's benchmark)
         if args.out is not None:
             check_claimable(args.out)  # a user's folder is refused before torch loads

@@ -28,6 +28,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T | str] = {}
+        self._given: dict[str, T | str] = {}  # what each name was registered with (a place stays one once imported)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: register the decorated object under `name`."""
@@ -39,10 +40,13 @@ class Registry(Generic[T]):
         return deco
 
     def add(self, name: str, target: T | str) -> None:
-        """Register `target` under `name`: an object, or "package.module:attribute" imported on first use."""
-        if name in self._items and self._items[name] is not target:
+        """Register `target` under `name`: an object, or "package.module:attribute" imported on first use.
+        Registering a name again with what it was registered with changes nothing."""
+        if name in self._given:
+            if self._given[name] is target or (isinstance(target, str) and self._given[name] == target):
+                return
             raise ValueError(f"{self.kind} {name!r} registered twice")
-        self._items[name] = target
+        self._given[name] = self._items[name] = target
 
     def get(self, name: str) -> T:
         if name not in self._items:

@@ -57,7 +57,8 @@ def run_figure(summary: dict):
     steps = np.arange(1, len(summary["incremental"]) + 1)
     ax1.plot(steps, summary["incremental"], marker="o")
     ax1.set(xlabel="task", ylabel="A_t (%)", ylim=(0, 100), xticks=steps,
-            title=f"{summary['method']} on {summary['benchmark']}: Avg {summary['avg']:.1f}, Last {summary['last']:.1f}")
+            title=f"{summary['method']} on {summary['benchmark']}: Avg {summary['avg']:.1f}, "
+                  f"Last {summary['last']:.1f}")
     ax1.grid(alpha=0.3)
     im = ax2.imshow(R, vmin=0, vmax=100, cmap="viridis", extent=(0.5, T + 0.5, T + 0.5, 0.5))
     ticks = np.arange(1, T + 1)
@@ -207,7 +208,8 @@ def _run_rows(runs: list[Run]) -> str:
         drift_s = "–" if drift is None else f"{drift[0]:.3f} → {drift[1]:.3f}"
         lines.append(f"| {_cell(r.name)} | {s['method']} | {s['benchmark']} | {s['seed']} | {s['avg']:.2f} | "
                      f"{s['last']:.2f} | {s['forgetting']:.2f} | {s['bwt']:.2f} | {old_new} | {drift_s} | "
-                     f"{_stored(s)} | {s['wall_time_s']:.0f} |" + "".join(f" {_value(r.config.get(k))} |" for k in keys))
+                     f"{_stored(s)} | {s['wall_time_s']:.0f} |"
+                     + "".join(f" {_value(r.config.get(k))} |" for k in keys))
     return "\n".join(lines)
 
 
@@ -237,7 +239,8 @@ def _setting_rows(runs: list[Run]) -> str:
         gaps = [abs(r.records[-1]["new"] - r.records[-1]["old"]) for r in group
                 if r.records and r.records[-1].get("old") is not None]
         drifts = [x for x in (_mean_drift(r.records) for r in group) if x is not None]
-        drift_s = "–" if not drifts else f"{np.mean([x[0] for x in drifts]):.3f} → {np.mean([x[1] for x in drifts]):.3f}"
+        drift_s = ("–" if not drifts
+                   else f"{np.mean([x[0] for x in drifts]):.3f} → {np.mean([x[1] for x in drifts]):.3f}")
         per_task = np.mean([s["wall_time_s"] / s["tasks"] for s in summaries])
         lines.append(f"| {_cell(name)} | {summaries[0]['method']} | {', '.join(str(s['seed']) for s in summaries)} | "
                      f"{_mean_std([s['avg'] for s in summaries])} | {_mean_std([s['last'] for s in summaries])} | "
@@ -296,7 +299,8 @@ def _paired_rows(runs: list[Run], reference: str, level: float) -> str:
         raise UserError(f"no setting named {reference!r} among the runs; settings: {', '.join(groups)}")
     ref = {metric: {r.summary["seed"]: r.summary[metric] for r in groups[reference]} for metric in ("avg", "last")}
     pct = f"{100 * level:.0f} %"
-    lines = [f"| setting | paired seeds | Avg − {reference} [{pct} CI] | Last − {reference} [{pct} CI] | within noise (Avg / Last) |",
+    lines = [f"| setting | paired seeds | Avg − {reference} [{pct} CI] | Last − {reference} [{pct} CI] "
+             "| within noise (Avg / Last) |",
              "|---|---|---|---|---|"]
     for name, group in groups.items():
         if name == reference:

@@ -12,6 +12,7 @@ import typing
 from typing import Any, Sequence
 
 from dmc.errors import UserError
+from dmc.registry import locate
 
 
 class BadValue(UserError, ValueError):
@@ -27,7 +28,7 @@ class BadValue(UserError, ValueError):
         return BadValue(f"{section}.{self.field}", self.value, self.expected)
 
 
-PLUGS: dict[type, dict[str, type]] = {}  # host config class -> {name: section class} plugged into it
+PLUGS: dict[type, dict[str, type | str]] = {}  # host config class -> {name: section class, or where it is}
 
 
 class Section:
@@ -35,18 +36,25 @@ class Section:
     (overrides set fields one by one, after construction).
 
     A section with a `plugged` field (`RunConfig`, `DataConfig`) also holds the sections others plug into it
-    (`plug`): read as attributes, set with `--set`, saved and checked like its own fields."""
+    (`plug`): read as attributes, set with `--set`, saved and checked like its own fields. A section plugged
+    by where it lives (a "package.module:Class" string) joins a config only when it is first read or set,
+    so a run saves the sections it used and loading a config imports only the modules it names."""
 
     def __post_init__(self) -> None:
         plugged = self.__dict__.get("plugged")
         if plugged is not None:
             for name, cls in PLUGS.get(type(self), {}).items():
-                plugged.setdefault(name, cls())
+                if not isinstance(cls, str):
+                    plugged.setdefault(name, cls())
         self.check()
 
     def __getattr__(self, name: str) -> Any:  # only reached for names that are not fields: plugged sections
         plugged = self.__dict__.get("plugged")
         if plugged is not None and name in plugged:
+            return plugged[name]
+        target = PLUGS.get(type(self), {}).get(name) if plugged is not None else None
+        if isinstance(target, str):  # plugged by name: imported and built on first use
+            plugged[name] = locate(target)()
             return plugged[name]
         raise AttributeError(f"{type(self).__name__} has no field {name!r}")
 
@@ -54,16 +62,26 @@ class Section:
         """Raise BadValue for a field outside what it accepts (nothing to check by default)."""
 
 
-def plug(host: type, name: str, section: type) -> None:
+def plug(host: type, name: str, section: type | str) -> None:
     """Make `section` a sub-section `name` of every `host` config built from now on: how a method's own
     options join `RunConfig` (the method table) and the glyph world's settings join `DataConfig`, without
-    the host's file naming them."""
+    the host's file naming them. `section` given as "package.module:Class" is imported, and the section
+    built, only when a config first reads or sets it (the glyph world's `data.world`)."""
     if name in {f.name for f in dataclasses.fields(host)}:
         raise ValueError(f"{host.__name__} already has a field {name!r}")
     known = PLUGS.setdefault(host, {})
-    if known.get(name, section) is not section:
+    if known.get(name, section) != section:
         raise ValueError(f"config section {name!r} of {host.__name__} plugged twice")
     known[name] = section
+
+
+def lazy_plugs(section: object) -> list[str]:
+    """The names of the sections plugged by name into `section` that it does not hold yet (reading one,
+    `getattr(section, name)`, imports and builds it)."""
+    plugged = section.__dict__.get("plugged")
+    if plugged is None:
+        return []
+    return [n for n, cls in PLUGS.get(type(section), {}).items() if isinstance(cls, str) and n not in plugged]
 
 
 def fields_of(section: object) -> dict[str, Any]:

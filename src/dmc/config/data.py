@@ -9,7 +9,7 @@ from dmc.config.checks import BadValue, Section, at_least
 
 @dataclass
 class BenchmarkConfig(Section):
-    name: str = "glyphs"  # registered benchmark (`dmc list`)
+    name: str = "imagefolder"  # registered benchmark (`dmc list`); the command line's default is the lab's `glyphs`
     base: int | None = None  # classes in the first task; None: the benchmark's default (0 = same as increment)
     increment: int | None = None  # classes per later task; None: the benchmark's default
     order_file: str | None = None  # YAML/JSON list of native class ids; None: seeded permutation

@@ -10,7 +10,7 @@ TRAINABLE = r"none|all|full|last-[1-9][0-9]*"  # the depth limit of last-K needs
 
 @dataclass
 class ModelConfig(Section):
-    backbone: str = "toy"  # `tiny`, `toy`, or any open_clip model name (e.g. ViT-B-16)
+    backbone: str = "ViT-B-16"  # any open_clip model name, `tiny` (tests), or a registered one (the lab's `toy`); a benchmark preset names its own
     pretrained: str | None = None  # open_clip pretrained tag or weights file; None: the backbone's default (ViT-B-16: openai); random: no weights (dry runs)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16

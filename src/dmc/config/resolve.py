@@ -8,8 +8,8 @@ Why the benchmark preset comes after the method preset: a method preset says wha
 (calibration off for DMC, RAPF's shrinkage) and holds no learning rate or epoch count; the benchmark preset
 states the recipe for its backbone and data, and a method's recipe on one benchmark goes in that
 benchmark's `per_method` block. So a generic method preset can never override the recipe of a real
-benchmark (tests/test_presets.py pins the resolved rates and epochs of every pair). The resolved config is saved in every run directory, so a run can be repeated from its
-`config.yaml` alone.
+benchmark (tests/test_presets.py pins the resolved rates and epochs of every pair). The resolved config is saved
+in every run directory, so a run can be repeated from its `config.yaml` alone.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from dmc import yamlio
-from dmc.config.checks import BadValue, fields_of
+from dmc.config.checks import BadValue, fields_of, lazy_plugs
 from dmc.config.run import RunConfig
 from dmc.config.table import METHODS
 from dmc.errors import UserError
@@ -91,10 +91,12 @@ def set_key(cfg: RunConfig, key: str, value: Any) -> None:
     obj: Any = cfg
     parts = key.split(".")
     for i, part in enumerate(parts):
+        if part in lazy_plugs(obj):
+            getattr(obj, part)  # a section plugged by name joins the config when it is set
         types_ = fields_of(obj)
         if part not in types_:
             where = ".".join(parts[:i]) or "the config"
-            valid = ", ".join(sorted(types_))
+            valid = ", ".join(sorted([*types_, *lazy_plugs(obj)]))
             raise UserError(f"unknown config key {key!r}: {where} has {valid}")
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(getattr(obj, part)):

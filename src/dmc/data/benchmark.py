@@ -126,7 +126,8 @@ def make_benchmark(cfg: RunConfig, seed: int, single_task: bool = False) -> Benc
     tasks = [list(range(n))] if single_task else split_tasks(n, base, inc)
     if cfg.benchmark.max_tasks:
         tasks = tasks[: cfg.benchmark.max_tasks]
-    val = {"fraction": cfg.benchmark.val_fraction, "seed": cfg.benchmark.val_seed} if cfg.benchmark.val_fraction else None
+    val = ({"fraction": cfg.benchmark.val_fraction, "seed": cfg.benchmark.val_seed} if cfg.benchmark.val_fraction
+           else None)
     if cfg.eval.split == "val" and val is None:
         raise UserError("eval.split=val tests on the validation split, which needs held-out training images: "
                         "add --set benchmark.val_fraction=0.1 (for example)")

@@ -38,7 +38,7 @@ class Grid:
     """What a sweep runs: every benchmark x method x setting x seed. `sets` are `--set KEY=VALUE` items; a
     key given more than once varies (its values are alternatives), a key given once applies to every run."""
 
-    benchmarks: list[str] = field(default_factory=lambda: [RunConfig().benchmark.name])
+    benchmarks: list[str] = field(default_factory=lambda: [catalog.DEFAULT_BENCHMARK])  # the command line's
     methods: list[str] = field(default_factory=lambda: [RunConfig().method])
     seeds: list[int] = field(default_factory=lambda: [RunConfig().seed])
     sets: list[str] = field(default_factory=list)
@@ -222,4 +222,5 @@ def _odd_field(tree: dict) -> str | None:
 def _describe(grid: Grid) -> str:
     parts = [f"benchmarks {', '.join(grid.benchmarks)}", f"methods {', '.join(grid.methods)}",
              f"seeds {', '.join(map(str, grid.seeds))}"]
-    return "; ".join(parts + ([f"--set {' '.join(grid.sets)}"] if grid.sets else []) + (["smoke"] if grid.smoke else []))
+    parts += [f"--set {' '.join(grid.sets)}"] if grid.sets else []
+    return "; ".join(parts + (["smoke"] if grid.smoke else []))

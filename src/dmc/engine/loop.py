@@ -353,7 +353,8 @@ def finish(rundir: RunWriter, cfg: RunConfig, bench: Benchmark, R: np.ndarray, l
     counts = last["counts"]
     summ = metrics.summary(R, counts)
     summary = {"method": cfg.method, "benchmark": cfg.benchmark.name, "backbone": cfg.model.backbone,
-               "seed": cfg.seed, "eval_split": cfg.eval.split, "tasks": len(bench.tasks), **summ, "acc_matrix": metrics.nan_to_none(R),
+               "seed": cfg.seed, "eval_split": cfg.eval.split, "tasks": len(bench.tasks), **summ,
+               "acc_matrix": metrics.nan_to_none(R),
                "counts": counts, "stored_images": last.get("stored_images", 0), "wall_time_s": wall,
                "threads": last.get("threads"), "versions": versions()}
     plot_run(summary, rundir.path / PLOT)

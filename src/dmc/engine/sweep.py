@@ -246,7 +246,8 @@ def run_sweep(folder: Path, grid: Grid, launch: Launch) -> list[Result]:
 def _ended(path: Path, before: str, outcome: Outcome) -> str:
     what = "resumed" if before == "unfinished" else "ran"
     if outcome.code != 0 and BUSY in outcome.error:
-        return f"{path.name} is still running in another process (not started again): {outcome.error.split(': ', 1)[-1]}"
+        why = outcome.error.split(": ", 1)[-1]
+        return f"{path.name} is still running in another process (not started again): {why}"
     if outcome.code != 0:
         return f"{path.name} failed ({what}, exit {outcome.code}): {outcome.error.removeprefix('dmc: error: ')}"
     try:

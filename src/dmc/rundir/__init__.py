@@ -15,5 +15,5 @@ from dmc.rundir.layout import (CHECKPOINTS, CONFIG, LOCK, LOG, MARKER, METRICS, 
 from dmc.rundir.read import CheckpointError, RunDir
 from dmc.rundir.write import RunWriter, check_resumable
 
-__all__ = ["CHECKPOINTS", "CONFIG", "LOCK", "LOG", "MARKER", "METRICS", "PLAN", "PLOT", "SPLIT", "STATE", "SUMMARY", "VAL",
-           "CheckpointError", "RunDir", "RunWriter", "check_resumable", "default_out", "digest"]
+__all__ = ["CHECKPOINTS", "CONFIG", "LOCK", "LOG", "MARKER", "METRICS", "PLAN", "PLOT", "SPLIT", "STATE", "SUMMARY",
+           "VAL", "CheckpointError", "RunDir", "RunWriter", "check_resumable", "default_out", "digest"]

@@ -146,7 +146,8 @@ class RunWriter:
         self._write(METRICS, lambda: self._cut_records(n))
         for ckpt in (self.path / CHECKPOINTS).glob("*"):
             number = number_of(ckpt.name)
-            if (temporary_of(ckpt.name) and written_in_checkpoints(ckpt.name)) or (number is not None and number > last):
+            stray = temporary_of(ckpt.name) and written_in_checkpoints(ckpt.name)
+            if stray or (number is not None and number > last):
                 self._write(CHECKPOINTS, ckpt.unlink)
         for entry in self.path.iterdir():
             if temporary_of(entry.name) and written_here(entry.name):

@@ -19,7 +19,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     tables = {"--regime": "zero-shot, nearest class mean and analytic read-out of the frozen toy CLIP, and their "
                           "ratios",
               "--ceiling": "Avg and Last of K cosine prototypes per class fitted on all seen classes after each task "
-                           "(frozen toy CLIP, exact features): the ceiling of a text classifier with K prompts per class"}
+                           "(frozen toy CLIP, exact features): the ceiling of a text classifier with K prompts per "
+                           "class"}
     for flag, text in tables.items():
         w.add_argument(flag, action="store_true", help=text)
     w.add_argument("--prototypes", type=int, nargs="+", default=[1], metavar="K", help="K for --ceiling")

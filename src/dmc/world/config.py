@@ -1,11 +1,11 @@
-"""The glyph world's settings: the section `data.world`, plugged into the library's DataConfig, so that
-`--set data.world.severity=0.4` is checked before anything loads and saved in every run's config.yaml."""
+"""The glyph world's settings: the section `data.world`, plugged into the library's DataConfig by name
+(`dmc.catalog.register_lab`), so that `--set data.world.severity=0.4` is checked before anything heavy loads
+and saved in the config.yaml of every run that uses the glyph world."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dmc.config import DataConfig
-from dmc.config.checks import Section, at_least, one_of, plug, positive, within
+from dmc.config.checks import Section, at_least, one_of, positive, within
 
 
 @dataclass
@@ -53,6 +53,3 @@ class WorldConfig(Section):
     def check(self) -> None:
         at_least(self, 1, "train_per_class", "test_per_class")
         within(self, "severity", 0.0, 1.0)
-
-
-plug(DataConfig, "world", WorldConfig)  # the offline glyph world (benchmarks `glyphs`, `glyphs-shift`)

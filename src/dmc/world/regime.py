@@ -78,7 +78,8 @@ def measure(text_protos: torch.Tensor, train: tuple[torch.Tensor, torch.Tensor],
     n_classes = text_protos.shape[0]
     zs = (F.normalize(xte, dim=-1) @ F.normalize(text_protos, dim=-1).T).argmax(1)
     lin = analytic.ncm_predict(xte, analytic.linear_probe(xtr, ytr, n_classes).double())
-    acc = {"zero_shot": 100.0 * float((zs == yte).double().mean()), "probe": 100.0 * float((lin == yte).double().mean())}
+    acc = {"zero_shot": 100.0 * float((zs == yte).double().mean()),
+           "probe": 100.0 * float((lin == yte).double().mean())}
     acc.update(readouts(train, test, n_classes, settings))
     return {**acc, "zs_over_analytic": acc["zero_shot"] / acc["analytic"],
             "ncm_over_analytic": acc["ncm"] / acc["analytic"], "dim": settings.dim, "seed": settings.seed}
@@ -170,8 +171,8 @@ def regime_table(result: dict, label: str, gains: list[dict] | None = None, join
     lines = [
         "| world | zero-shot | NCM | linear probe | analytic | zero-shot / analytic | NCM / analytic |",
         "|---|---|---|---|---|---|---|",
-        f"| {label} | {result['zero_shot']:.1f} | {result['ncm']:.1f} | {result['probe']:.1f} | {result['analytic']:.1f} | "
-        f"{result['zs_over_analytic']:.2f} | {result['ncm_over_analytic']:.2f} |",
+        f"| {label} | {result['zero_shot']:.1f} | {result['ncm']:.1f} | {result['probe']:.1f} | "
+        f"{result['analytic']:.1f} | {result['zs_over_analytic']:.2f} | {result['ncm_over_analytic']:.2f} |",
     ]
     if gains or joint is not None:
         lines += ["", "| adapting the encoder | seeds | NCM | analytic |", "|---|---|---|---|"]

@@ -2,7 +2,8 @@
 `glyphs-shift`: the same renditions under a domain shift the toy CLIP never saw (`data.world.shift`).
 
 Images are generated from `data.world` (`dmc.world.config`), so the benchmark needs no root folder and no
-download; the rendered arrays are cached in `dmc.world.glyphs.cache_dir()` (`renditions_split`). `dmc.world` registers it.
+download; the rendered arrays are cached in `dmc.world.glyphs.cache_dir()` (`renditions_split`). The library knows
+it by name (`dmc.catalog.LAB`).
 """
 from __future__ import annotations
 
