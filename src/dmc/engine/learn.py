@@ -47,7 +47,6 @@ from dmc.engine.model_dir import (IMAGES, MODEL_MARK, POINTER, VERSIONS, committ
 from dmc.errors import DataError, UserError
 from dmc.files import write_text
 from dmc.methods import METHODS
-from dmc.methods.dmc import DMC
 from dmc.rundir import CONFIG, METRICS, PLAN, SUMMARY, RunDir, RunWriter, digest
 from dmc.rundir.own import Ownership
 from dmc.training.budget import check_sample_ot
@@ -335,7 +334,7 @@ class Learner:
         with Session(writer, rt):
             data = learned_datasets(self.path, k, backbone)
             method = seeded_method(cfg, backbone, bench, rt)
-            if isinstance(method, DMC):
+            if method.needs().calibration:  # what its calibration holds at once must fit
                 check_sample_ot(cfg, bench.tasks, data["train"].labels, rt.device)
             run_tasks(cfg, rt, bench, data, method, writer, True, start)
 
