@@ -44,3 +44,12 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def cache_dir() -> Path:
+    """Where dmc keeps what it builds once (rendered glyphs, the toy CLIP, exported datasets): $DMC_CACHE, else
+    $XDG_CACHE_HOME/dmc or ~/.cache/dmc."""
+    if os.environ.get("DMC_CACHE"):
+        return Path(os.environ["DMC_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dmc"

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dmc.errors import UserError
+from dmc.files import cache_dir
 
 DIGITS = "digits"  # the dataset's name in the suite's grid file (`dataset: digits`)
 TEST_SHARE = 0.25  # of each class's images, drawn by a permutation seeded by the class id
@@ -93,8 +94,6 @@ def export_digits(root: Path, size: int = 32) -> Path:
 
 def digits_root(size: int = 32) -> Path:
     """The digits image folder in the user cache ($DMC_CACHE, else ~/.cache/dmc), written on first use."""
-    from dmc.world.glyphs import cache_dir
-
     return export_digits(cache_dir() / "datasets" / f"digits-{size}px", size)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from dmc.files import cache_dir  # noqa: F401  (glyphs.cache_dir: where the world's renders and the toy CLIP live)
 
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,6 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 def class_names() -> list[str]:
     """The 100 class names in native id order, e.g. "greek small letter final sigma"."""
     return [unicodedata.name(ch).lower() for ch in CLASS_CHARS]
-
-
-def cache_dir() -> Path:
-    """Where rendered arrays and the toy CLIP live: $DMC_CACHE, else $XDG_CACHE_HOME/dmc or ~/.cache/dmc."""
-    if os.environ.get("DMC_CACHE"):
-        return Path(os.environ["DMC_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dmc"
 
 
 def split_seed(seed: int, split: str) -> int:
