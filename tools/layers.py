@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 LAYERS: list[tuple[str, str, tuple[str, ...]]] = [  # bottom to top: name, what it holds, units
-    ("base", "one-line user errors, name registries, atomic writes, kill points for tests",
-     ("errors", "registry", "files", "faults")),
+    ("base", "one-line user errors, name registries, atomic writes, kill points for tests, safe YAML reading",
+     ("errors", "registry", "files", "faults", "yamlio")),
     ("config", "every section with its check, the method table, presets, typed --set", ("config",)),
     ("numerics", "pure functions and small modules: metrics, statistics over seeds, schedules, ridge and "
      "discriminant read-outs, Gaussian memory, drift calibration",
