@@ -150,9 +150,6 @@ class Launch:
                 raise UserError(f"bad value for --{flag}: {value}; must be >= {least}")
         if self.launcher != "slurm" and self.partition:
             raise UserError("--partition is an option of --launcher slurm")
-        if self.launcher == "slurm" and shutil.which("srun") is None:
-            raise UserError("--launcher slurm needs Slurm, and this machine has none (no srun on PATH); run the "
-                            "sweep on the cluster's login node, or use --launcher process or local here")
 
     def at_once(self, pending: int) -> int:
         return self.jobs or (max(1, pending) if self.launcher == "slurm" else 1)
@@ -172,6 +169,9 @@ class Launch:
 
 def _submitit_runner(launch: Launch, folder: Path, env: dict[str, str],
                      children: Children) -> Callable[[list[str]], Outcome]:
+    if launch.launcher == "slurm" and shutil.which("srun") is None:
+        raise UserError("--launcher slurm needs Slurm, and this machine has none (no srun on PATH); run the "
+                        "sweep on the cluster's login node, or use --launcher process or local here")
     try:
         import submitit
     except ImportError:
