@@ -28,6 +28,8 @@ def test_the_grid_file_parses_and_every_regime_resolves_on_validation_rows():
     assert suite.reference == "dmc-ot-mem" and suite.seeds == [0, 1, 2]
     assert suite.contenders["ranpac-adapt"].method == "ranpac"
     assert suite.contenders["ranpac-adapt"].sets == ("ranpac.adapt=true",)
+    assert suite.regimes["digits"].scale_of("ranpac") > suite.regimes["digits"].scale_of("fsa") > 0
+    assert suite.regimes["v2"].scale_of("fsa") == 1.0
     chosen = st.select(suite, None, None if _has_sklearn() else sorted(REGIMES - {"digits"}), [0])
     grid = st.make_grid(chosen, roots=st.dataset_roots(chosen))
     assert len(grid.points()) == len(chosen.regimes) * len(CONTENDERS)
@@ -74,6 +76,7 @@ def write_grid(path, regimes: str) -> None:
     (lambda t: t.replace("reference: simplecil", "reference: nope"), "reference 'nope' is not a contender"),
     (lambda t: t.replace("syn-b8:", "Syn B8:"), "bad name 'Syn B8'"),
     (lambda t: t.replace("scale: 0.5", "scael: 0.5"), "unknown keys scael"),
+    (lambda t: t.replace("scale: 0.5", "scale: {zeroshot: fast}"), "scale must be a number >= 0"),
     (lambda t: t.replace("seeds: [0]\n", ""), "must be a mapping of exactly"),
     (lambda t: t.replace("benchmark: synthetic\n    set: [model.backbone=tiny]\n", "set: [x=1]\n", 1),
      "syn must be a mapping with at least benchmark"),
