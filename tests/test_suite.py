@@ -28,7 +28,7 @@ def test_the_grid_file_parses_and_every_regime_resolves_on_validation_rows():
     assert suite.reference == "dmc-ot-mem" and suite.seeds == [0, 1, 2]
     assert suite.contenders["ranpac-adapt"].method == "ranpac"
     assert suite.contenders["ranpac-adapt"].sets == ("ranpac.adapt=true",)
-    assert suite.regimes["digits"].scale_of("ranpac") > suite.regimes["digits"].scale_of("fsa") > 0
+    assert suite.regimes["digits"].scale_of("ranpac") > suite.regimes["digits"].scale_of("dmc") > 0  # dmc: the default
     assert suite.regimes["v2"].scale_of("fsa") == 1.0
     chosen = st.select(suite, None, None if _has_sklearn() else sorted(REGIMES - {"digits"}), [0])
     grid = st.make_grid(chosen, roots=st.dataset_roots(chosen))
@@ -156,7 +156,7 @@ def test_a_tiny_suite_runs_continues_and_reports(tmp_path, capsys, monkeypatch):
     dry = suite(capsys, *flags, "--dry-run", "--jobs", "2")
     assert dry.returncode == 0, dry.stderr
     assert "syn-b8-zeroshot-s0: new, about 2 s" in dry.stdout and "| simplecil | 2 | 0 min |" in dry.stdout
-    assert "total: 0.0 h of one thread" in dry.stdout and not out.exists()
+    assert "total: 0 min of one thread; with --jobs 2 (one thread each, 2 free cores) about 0 min" in dry.stdout and not out.exists()
     done = suite(capsys, *flags)
     assert done.returncode == 0, done.stderr
     names = sorted(p.name for p in out.iterdir() if p.is_dir())

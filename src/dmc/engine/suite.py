@@ -252,12 +252,16 @@ def estimate(suite: Suite, folder: Path, jobs: int = 1) -> str:
                     per[c.name][2] += secs is None
     lines += ["", "| contender | runs to go | estimated cost (1 thread) |", "|---|---|---|"]
     for name, (secs, todo, unknown) in per.items():
-        what = f"{secs / 60:.0f} min" + (f" (+{unknown} runs of unknown cost)" if unknown else "")
+        what = _duration(secs) + (f" (+{unknown} runs of unknown cost)" if unknown else "")
         lines.append(f"| {name} | {todo} | {what} |")
     total = sum(v[0] for v in per.values())
-    lines.append(f"\ntotal: {total / 3600:.1f} h of one thread; with --jobs {jobs} (one thread each, on "
-                 f"{jobs} free cores) about {total / 3600 / jobs:.1f} h")
+    lines.append(f"\ntotal: {_duration(total)} of one thread; with --jobs {jobs} (one thread each, {jobs} free "
+                 f"cores) about {_duration(total / jobs)}")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 # --------------------------------------------------------------------------- tables
