@@ -91,11 +91,17 @@ def export_digits(root: Path, size: int = 32) -> Path:
     return root
 
 
-def digits_root(size: int = 32) -> Path:
-    """The digits image folder in the user cache ($DMC_CACHE, else ~/.cache/dmc), written on first use."""
-    from dmc.world.glyphs import cache_dir
+def cache_root() -> Path:
+    """The user cache the glyph world uses too: $DMC_CACHE, else $XDG_CACHE_HOME/dmc or ~/.cache/dmc (the
+    data layer may not import the world, so the rule is stated here as well)."""
+    if os.environ.get("DMC_CACHE"):
+        return Path(os.environ["DMC_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dmc"
 
-    return export_digits(cache_dir() / "datasets" / f"digits-{size}px", size)
+
+def digits_root(size: int = 32) -> Path:
+    """The digits image folder in the user cache (`cache_root`), written on first use."""
+    return export_digits(cache_root() / "datasets" / f"digits-{size}px", size)
 
 
 EXPORTERS = {DIGITS: digits_root}  # dataset name -> function returning its image folder (written once)
