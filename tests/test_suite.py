@@ -1,5 +1,6 @@
 """The transfer suite: its grid file, the tables and worst case computed from known rows, a tiny suite run
 end to end (resumed, recorded, refused when a definition changes), and the digits image folder."""
+import os
 import sys
 from typing import NamedTuple
 
@@ -28,6 +29,8 @@ def test_the_grid_file_parses_and_every_regime_resolves_on_validation_rows():
     assert suite.reference == "dmc-ot-mem" and suite.seeds == [0, 1, 2]
     assert suite.contenders["ranpac-adapt"].method == "ranpac"
     assert suite.contenders["ranpac-adapt"].sets == ("ranpac.adapt=true",)
+    assert suite.regimes["digits"].scale_of("ranpac") > suite.regimes["digits"].scale_of("dmc") > 0  # dmc: the default
+    assert suite.regimes["v2"].scale_of("fsa") == 1.0
     chosen = st.select(suite, None, None if _has_sklearn() else sorted(REGIMES - {"digits"}), [0])
     grid = st.make_grid(chosen, roots=st.dataset_roots(chosen))
     assert len(grid.points()) == len(chosen.regimes) * len(CONTENDERS)
@@ -48,7 +51,7 @@ def test_the_grid_file_parses_and_every_regime_resolves_on_validation_rows():
     if _has_sklearn():
         digits = seen["digits-simplecil-s0"]
         assert digits.benchmark.name == "imagefolder" and digits.model.backbone == "toy"
-        assert digits.data.root.endswith("digits-32px")
+        assert digits.data.root == os.path.join(os.environ["DMC_CACHE"], "datasets", "digits-32px")
 
 
 CONTENDERS_TINY = """
@@ -74,6 +77,7 @@ def write_grid(path, regimes: str) -> None:
     (lambda t: t.replace("reference: simplecil", "reference: nope"), "reference 'nope' is not a contender"),
     (lambda t: t.replace("syn-b8:", "Syn B8:"), "bad name 'Syn B8'"),
     (lambda t: t.replace("scale: 0.5", "scael: 0.5"), "unknown keys scael"),
+    (lambda t: t.replace("scale: 0.5", "scale: {zeroshot: fast}"), "scale must be a number >= 0"),
     (lambda t: t.replace("seeds: [0]\n", ""), "must be a mapping of exactly"),
     (lambda t: t.replace("benchmark: synthetic\n    set: [model.backbone=tiny]\n", "set: [x=1]\n", 1),
      "syn must be a mapping with at least benchmark"),
@@ -153,7 +157,7 @@ def test_a_tiny_suite_runs_continues_and_reports(tmp_path, capsys, monkeypatch):
     dry = suite(capsys, *flags, "--dry-run", "--jobs", "2")
     assert dry.returncode == 0, dry.stderr
     assert "syn-b8-zeroshot-s0: new, about 2 s" in dry.stdout and "| simplecil | 2 | 0 min |" in dry.stdout
-    assert "total: 0.0 h of one thread" in dry.stdout and not out.exists()
+    assert "total: 0 min of one thread; with --jobs 2 (one thread each, 2 free cores) about 0 min" in dry.stdout and not out.exists()
     done = suite(capsys, *flags)
     assert done.returncode == 0, done.stderr
     names = sorted(p.name for p in out.iterdir() if p.is_dir())

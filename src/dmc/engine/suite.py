@@ -49,14 +49,20 @@ class Contender:
 @dataclass(frozen=True)
 class Regime:
     """A benchmark, its `--set` items and the dataset it reads (a name in `dmc.data.digits.EXPORTERS`,
-    whose image folder becomes `data.root`); `scale`: its cost relative to the cost reference."""
+    whose image folder becomes `data.root`); `scale`: its cost relative to the cost reference, a number or
+    {contender: number, default: number} (RanPAC's M x M solve per task does not shrink with the images)."""
 
     name: str
     benchmark: str
     sets: tuple[str, ...] = ()
     dataset: str | None = None
-    scale: float = 1.0
+    scale: float | dict = 1.0
     about: str = ""
+
+    def scale_of(self, contender: str) -> float:
+        if isinstance(self.scale, dict):
+            return float(self.scale.get(contender, self.scale.get("default", 1.0)))
+        return float(self.scale)
 
 
 @dataclass
@@ -114,6 +120,10 @@ def _entry(kind: type, name, value, required: str):
     sets = value.get("sets", [])
     if not (isinstance(sets, list) and all(isinstance(s, str) and "=" in s for s in sets)):
         raise ValueError(f"{name}: set must be a list of KEY=VALUE items")
+    scale = value.get("scale", 1.0)
+    numbers = list(scale.values()) if isinstance(scale, dict) else [scale]
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in numbers):
+        raise ValueError(f"{name}: scale must be a number >= 0 or a mapping of contender names to them")
     known = {f.name for f in dataclasses.fields(kind)} - {"name"}
     if set(value) - known:
         raise ValueError(f"{name}: unknown keys {', '.join(sorted(set(value) - known))}; known: {', '.join(sorted(known))}")
@@ -234,7 +244,7 @@ def estimate(suite: Suite, folder: Path, jobs: int = 1) -> str:
             for seed in suite.seeds:
                 name = run_name(r.name, c.name, seed)
                 state = status(folder / name)
-                secs = None if c.cost_s is None else c.cost_s * r.scale
+                secs = None if c.cost_s is None else c.cost_s * r.scale_of(c.name)
                 lines.append(f"{name}: {state}" + ("" if secs is None else f", about {secs:.0f} s"))
                 if state != "finished":
                     per[c.name][1] += 1
@@ -242,12 +252,16 @@ def estimate(suite: Suite, folder: Path, jobs: int = 1) -> str:
                     per[c.name][2] += secs is None
     lines += ["", "| contender | runs to go | estimated cost (1 thread) |", "|---|---|---|"]
     for name, (secs, todo, unknown) in per.items():
-        what = f"{secs / 60:.0f} min" + (f" (+{unknown} runs of unknown cost)" if unknown else "")
+        what = _duration(secs) + (f" (+{unknown} runs of unknown cost)" if unknown else "")
         lines.append(f"| {name} | {todo} | {what} |")
     total = sum(v[0] for v in per.values())
-    lines.append(f"\ntotal: {total / 3600:.1f} h of one thread; with --jobs {jobs} (one thread each, on "
-                 f"{jobs} free cores) about {total / 3600 / jobs:.1f} h")
+    lines.append(f"\ntotal: {_duration(total)} of one thread; with --jobs {jobs} (one thread each, {jobs} free "
+                 f"cores) about {_duration(total / jobs)}")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 # --------------------------------------------------------------------------- tables
