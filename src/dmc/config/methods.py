@@ -66,13 +66,15 @@ CALIBRATIONS: Registry = Registry("calibration")
 CALIBRATIONS.add("none", "dmc.calibration.calibrate:NoCalibration")  # DMC: the statistics as stored
 CALIBRATIONS.add("mean-shift", "dmc.calibration.calibrate:MeanShift")  # SDC's kernel-weighted drift
 CALIBRATIONS.add("ot", "dmc.calibration.calibrate:OptimalTransport")  # DMC-OT (a): the OT plan's drift
+CALIBRATIONS.add("linear", "dmc.calibration.calibrate:LinearMap")  # [beyond the paper] ridge affine map: means and covariances
+CALIBRATIONS.add("ot+linear", "dmc.calibration.calibrate:OTLinear")  # [beyond the paper] OT's means, the linear map's covariances
 
 
 @dataclass
 class CalibrationConfig(Section):
     """How stored Gaussians follow the encoder's drift (DMC-OT (a) is ``[paper]``; its form is ours)."""
 
-    method: str = "ot"  # [paper: DMC-OT (a)] none (DMC, stats as stored) | mean-shift (SDC-style) | ot
+    method: str = "ot"  # [paper: DMC-OT (a)] none (DMC, stats as stored) | mean-shift (SDC-style) | ot | linear [beyond the paper]: b = A a + b0 fitted on the task's paired features, mu' = A mu + b0, Sigma' = A Sigma A^T | ot+linear [beyond the paper]: OT's class-level means, the linear map's covariances
     samples_per_class: int = 256  # [reconstruction] S samples per old class that carry the drift (>= 2)
     reg: float = 0.05  # [reconstruction] entropic epsilon, relative to the cost scaled to max 1
     sigma: float = 0.2  # [reconstruction] mean-shift kernel width, in (by default L2-normalised) feature units
@@ -83,6 +85,7 @@ class CalibrationConfig(Section):
     level: str = "class"  # [reconstruction] class (the class means are transported: one drift per class, covariance kept; measured, docs/results.md) | sample (S samples per class)
     relax: float | None = 0.03  # None: balanced OT; a float: column marginal as a KL penalty of this weight (semi-relaxed OT) [reconstruction]
     min_eig: float = 5e-5  # [reconstruction] eigenvalue floor (x tr/D) for calibrated covariances; half the ridge
+    linear_ridge: float = 0.1  # [beyond the paper] ridge of the linear / ot+linear drift map toward A = I, relative to the old features' mean variance x N (scale-free); larger: closer to a pure shift
 
     def check(self) -> None:
         one_of(self, "method", tuple(CALIBRATIONS))
@@ -90,7 +93,7 @@ class CalibrationConfig(Section):
         check_solver(self.solver, self.reg)
         at_least(self, 2, "samples_per_class")  # a covariance change needs two samples
         at_least(self, 1, "max_iter")
-        positive(self, "sigma", "tol", "min_eig", "relax")
+        positive(self, "sigma", "tol", "min_eig", "relax", "linear_ridge")
 
 
 @dataclass
@@ -148,9 +151,13 @@ class MemHeadConfig(Section):
     logdet: bool = True  # [beyond the paper] the qda and t heads keep each class's log-determinant (false: the Mahalanobis term only)
     text_weight: float = 64.0  # [beyond the paper] lambda: scores = log_softmax(head) + lambda * cos(x, prompt_c); 0: head only; chosen on validation (v2 and v3, seeds 0-2)
     stage1: str = "every"  # [beyond the paper] when stage 1 adapts the image tower: every task | first (then frozen) | none
+    shrink: str = "fixed"  # [beyond the paper] fixed: every class shrunk by memhead.gamma | oas: each class by its OAS intensity from its sample count n_c, D and covariance (discriminant.oas_intensity; memhead.gamma unused)
+    head_scale: str = "none"  # [beyond the paper] the head's scores before the fusion: none | dim: divided by D/128, so the fusion's balance does not move with the feature width | std: standardised per image (text_weight then needs choosing again)
 
     def check(self) -> None:
         one_of(self, "kind", ("qda", "t", "lda", "none"))
+        one_of(self, "shrink", ("fixed", "oas"))
+        one_of(self, "head_scale", ("none", "dim", "std"))
         if not self.dof > 0:
             raise BadValue("dof", self.dof, "must be > 0")
         one_of(self, "stage1", ("every", "first", "none"))

@@ -213,7 +213,7 @@ def run_tasks(cfg: RunConfig, rt: Runtime, bench: Benchmark, data: dict, method:
     for rec in records:
         R[rec["task"] - 1, : rec["task"]] = rec["acc_row"]
     elapsed_before = sum(rec.get("time_s", {}).get("total", 0.0) for rec in records)
-    method.observers = observers(cfg)  # diagnostics asked for by the config
+    method.observers = observers(cfg, data["test"])  # diagnostics asked for by the config
     bar = tqdm(total=T, initial=start, desc=f"{cfg.method} on {bench.name}", disable=not rt.bars)
     for t in range(start, T):
         seed_everything(derive_seed(cfg.seed, "task", t))
@@ -308,6 +308,7 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
     t0 = time.time()
     info = method.train_task(task) or {}
     t1 = time.time()
+    info.update(method.observe("trained", task))  # diagnostics of the trained task (timed as evaluation)
     faults.point(f"eval:task {t + 1}")
     preds, labels = evaluate_task(method, task, data, method.cfg.eval.batch_size)
     counts_t = method.rt.all_reduce_sum(task_counts(preds, labels, bench.tasks[: t + 1]))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dmc.discriminant import fused_scores, gaussian_factors, lda_scores, lda_weights, qda_scores, student_t_scores
+from dmc.discriminant import build_head, fused_scores, head_scores, scaled_head
 from dmc.methods.dmc import DMCOT
 from dmc.training.task import Task
 
@@ -35,6 +35,13 @@ class DMCOTMem(DMCOT):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._head: tuple | None = None  # (classes, head factors) of the last `class_features` call
+
+    def begin_task(self, task: Task) -> None:
+        """DMC-OT's, and the memory learns the new classes' sample counts (read by memhead.shrink=oas; what
+        a checkpoint without counts is completed with when it is loaded)."""
+        super().begin_task(task)
+        labels = task.train_plain.labels
+        self.bank.note_counts({c: int((labels == c).sum()) for c in task.classes})
 
     # ---- training: DMC-OT's, with stage 1 on the tasks `memhead.stage1` names
     def adapts_tower(self, task: Task) -> bool:
@@ -54,22 +61,14 @@ class DMCOTMem(DMCOT):
             self._head = None
         else:
             means, covs = self.bank.means(classes), self.bank.covs(classes)  # (C, D), (C, D, D) or (C, D)
-            if covs.ndim == 2:  # memory.covariance=diag
-                covs = torch.diag_embed(covs)
-            if h.kind in ("qda", "t"):
-                mu, chol, logdet = gaussian_factors(means, covs, h.gamma)
-                self._head = (len(classes), h.kind, (mu, chol, logdet if h.logdet else None))
-            else:
-                self._head = (len(classes), "lda", lda_weights(means, covs, h.gamma))
+            self._head = (len(classes), build_head(means, covs, h.kind, h.gamma, h.logdet,
+                                                   self.bank.counts(classes), h.shrink))
         return super().class_features(classes)
 
     def head_scores(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, C) discriminant scores of image-tower outputs feats (B, D) over the classes of the last
         `class_features` call."""
-        _, kind, factors = self._head
-        if kind == "t":
-            return student_t_scores(feats, *factors, self.opts.dof)
-        return qda_scores(feats, *factors) if kind == "qda" else lda_scores(feats, *factors)
+        return head_scores(feats, self._head[1], self.opts.dof)
 
     def scores(self, feats: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
         """log_softmax(head) + lambda * cos(x, prompt) (B, C); text alone for `memhead.kind=none`."""
@@ -78,4 +77,5 @@ class DMCOTMem(DMCOT):
             return text
         if self._head[0] != protos.shape[0]:
             raise RuntimeError("scores() needs the prototypes of the last class_features() call")
-        return fused_scores(self.head_scores(feats), text, self.opts.text_weight).float()
+        head = scaled_head(self.head_scores(feats), self.opts.head_scale, feats.shape[1])
+        return fused_scores(head, text, self.opts.text_weight).float()
