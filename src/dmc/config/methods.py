@@ -74,7 +74,7 @@ CALIBRATIONS.add("ot+linear", "dmc.calibration.calibrate:OTLinear")  # [beyond t
 class CalibrationConfig(Section):
     """How stored Gaussians follow the encoder's drift (DMC-OT (a) is ``[paper]``; its form is ours)."""
 
-    method: str = "ot"  # [paper: DMC-OT (a)] none (DMC, stats as stored) | mean-shift (SDC-style) | ot | linear [beyond the paper]: b = A a + b0 fitted on the task's paired features, mu' = A mu + b0, Sigma' = A Sigma A^T | ot+linear [beyond the paper]: OT's class-level means, the linear map's covariances
+    method: str = "ot"  # [paper: DMC-OT (a)] none (DMC, stats as stored) | mean-shift (SDC-style) | ot | linear (beyond the paper: b = A a + b0 fitted on the task's paired features, mu' = A mu + b0, Sigma' = A Sigma A^T) | ot+linear (beyond the paper: OT's class-level means, the linear map's covariances)
     samples_per_class: int = 256  # [reconstruction] S samples per old class that carry the drift (>= 2)
     reg: float = 0.05  # [reconstruction] entropic epsilon, relative to the cost scaled to max 1
     sigma: float = 0.2  # [reconstruction] mean-shift kernel width, in (by default L2-normalised) feature units
