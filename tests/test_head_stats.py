@@ -42,6 +42,11 @@ def test_head_stats_measure_without_changing_the_run(tmp_path):
     assert all(v == first["stored"] for v in first.values())
     later = [rec["head_stats"] for rec in records[1:]]
     assert any(s["stored"] != s["oracle"] for s in later), "the tower moved: stored statistics are stale"
+    # a run that never calibrates hands the diagnostic no paired features: the "stored" chain (never
+    # calibrated) is then that run's own memory, and its fused accuracy the run's A_t
+    off = run(tiny_cfg("dmc-ot-mem", diagnostics__head_stats=True, calibration__method="none", **drift),
+              out=tmp_path / "off", rt=RT)
+    assert all(rec["head_stats"]["stored"]["fused"] == pytest.approx(rec["A_t"], abs=1e-9) for rec in _records(off))
 
 
 def test_head_stats_table_reads_avg_last_and_the_share_of_the_gap():

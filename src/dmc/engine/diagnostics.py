@@ -65,22 +65,6 @@ class MemoryDiagnostics:
         return {"drift": drift}
 
 
-def old_class_statistics(stored: tuple[torch.Tensor, torch.Tensor], paired: tuple[torch.Tensor, torch.Tensor] | None,
-                         calibration: CalibrationConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Old classes' statistics as each calibration of `HEAD_STATS` would leave them: stored (C, D) means
-    and (C, D, D) / (C, D) covariances moved by the task's paired features (old, new encoder; (N, D)
-    each). Every calibration is deterministic here (class-level OT and the closed-form maps draw nothing);
-    without paired features (the run calibrates nothing) only "stored" is known."""
-    out = {"stored": stored}
-    if paired is None:
-        return out
-    for name, method in (("means_only", "ot"), ("linear", "linear"), ("ot+linear", "ot+linear")):
-        cal = make_calibration(dataclasses.replace(calibration, method=method, level="class"))
-        means, covs, _ = cal(*stored, *paired, None)
-        out[name] = (means, covs)
-    return out
-
-
 def oracle_statistics(feats: torch.Tensor, labels: torch.Tensor, classes: list[int], stored: tuple,
                       memory: MemoryConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Each class's statistics fitted on its features (N, D) as the memory fits them (float32, as stored);
@@ -94,62 +78,86 @@ def oracle_statistics(feats: torch.Tensor, labels: torch.Tensor, classes: list[i
     return means, covs
 
 
-HEAD_STATS = ("stored", "means_only", "linear", "ot+linear", "oracle")  # the statistics the head is scored with
+# The statistics `diagnostics.head_stats` scores the head with: each chained variant carries old classes'
+# statistics from task to task through its calibration (None: never calibrated), "oracle" recomputes them.
+CHAINS = {"stored": None, "means_only": "ot", "linear": "linear", "ot+linear": "ot+linear"}
+HEAD_STATS = (*CHAINS, "oracle")
+
+Stats = dict[int, tuple[torch.Tensor, torch.Tensor]]  # class id -> (mean (D,), covariance (D, D) or (D,))
+
+
+def stacked(chain: Stats, classes: list[int], fallback: tuple[torch.Tensor, torch.Tensor]) -> tuple:
+    """The (C, D) means and covariances of `classes` in `chain`, a class it lacks taken from `fallback`
+    (the same classes' stacked statistics)."""
+    rows = [chain.get(c, (fallback[0][i], fallback[1][i])) for i, c in enumerate(classes)]
+    return torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
 
 
 class HeadStatistics:
     """`diagnostics.head_stats`: after each task's training, the evaluated images (the run's test or
     validation split) scored by `dmc-ot-mem`'s head (the method's `memhead` settings, or their defaults
-    for another method with a Gaussian memory) with old classes' statistics as stored (uncalibrated),
-    moved by the class-level OT (means only), by the linear drift map and by OT + linear map (means and
-    covariances), and recomputed from their training images under the current tower (oracle; a
-    diagnosis, never a method). New classes' statistics are the memory's (exact) in every variant.
-    Records, per variant, the head's accuracy and the fused (head + text) accuracy on the metrics line
-    (`head_stats`). It changes nothing the method trains or predicts: it draws from no generator of the
-    task, and the global random state it may advance (image loading) is restored."""
+    for another method with a Gaussian memory) under four statistics of the old classes, on the run's
+    own tower:
+    - "stored": as first stored, never calibrated;
+    - "means_only": moved at every task by the class-level OT (DMC-OT's calibration: means only);
+    - "linear" / "ot+linear": moved at every task by the linear drift map / OT + linear map (means and
+      covariances), `calibration.linear_ridge`;
+    - "oracle": recomputed from the old classes' training images under the current tower (a diagnosis,
+      never a method).
+    Each calibrated variant is a chain, as if that calibration had run from the first task (the tower
+    and prompts stay the run's); new classes' statistics are the memory's in every variant. Per variant
+    the metrics line's `head_stats` holds the head's accuracy and the fused (head + text) accuracy. With
+    `calibration.method=ot` at level "class" (the default), "means_only" is the run's own memory and its
+    fused accuracy the run's A_t. A resumed run restarts the chains from the checkpoint's memory.
+    Changes nothing the method trains or predicts: it draws from no generator of the task and restores
+    the global random state that image loading may advance. Memory: four copies of the statistics."""
 
     def __init__(self, cfg: RunConfig, evaluated: ImageDataset | None) -> None:
-        self.calibration, self.memory, self.evaluated = cfg.calibration, cfg.memory, evaluated
-        self.variants: dict[int, dict] = {}  # task index -> variant -> old classes' (means, covs)
+        self.memory, self.evaluated = cfg.memory, evaluated
+        self.calibrations = {name: make_calibration(dataclasses.replace(cfg.calibration, method=m, level="class"))
+                             for name, m in CHAINS.items() if m is not None}
+        self.chains: dict[str, Stats] = {name: {} for name in CHAINS}
+        self.oracle: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # task index -> old classes' statistics
 
     def calibrated(self, method, task, stored: tuple[torch.Tensor, torch.Tensor], paired=None, **_) -> dict:
-        """Keep old classes' statistics under every variant (the tower is final: stage 1 is done)."""
-        if task.reference is None:
-            return {}
+        """Move every chain's old classes across this task's update (the tower is final: stage 1 is done)
+        and recompute their oracle statistics."""
         with torch.random.fork_rng(devices=[]):
-            variants = old_class_statistics(stored, paired, self.calibration)
-            feats, labels = method.encode(task.reference(task.old), "head diagnostics: oracle")
-            variants["oracle"] = oracle_statistics(feats, labels, task.old, stored, self.memory)
-        self.variants = {task.index: variants}
+            for name, chain in self.chains.items():
+                old = stacked(chain, task.old, stored)  # (O, D), (O, D, D) or (O, D)
+                if name in self.calibrations and paired is not None:
+                    old = self.calibrations[name](*old, *paired, None)[:2]
+                chain.update({c: (old[0][i].clone(), old[1][i].clone()) for i, c in enumerate(task.old)})
+            if task.reference is not None:
+                feats, labels = method.encode(task.reference(task.old), "head diagnostics: oracle")
+                self.oracle = {task.index: oracle_statistics(feats, labels, task.old, stored, self.memory)}
         return {}
 
     def trained(self, method, task) -> dict:
         """Score the evaluated images of the seen classes under each variant (`head_stats`)."""
         if self.evaluated is None or getattr(method, "bank", None) is None:
             return {}
+        bank, seen = method.bank, task.seen
+        exact = bank.means(seen), bank.covs(seen)  # (C, D), (C, D, D) or (C, D)
+        for chain in self.chains.values():  # new classes: the memory's exact statistics
+            chain.update({c: (exact[0][i].clone(), exact[1][i].clone()) for i, c in enumerate(seen)
+                          if c in task.classes})
         opts = method.opts if isinstance(method.opts, MemHeadConfig) and method.opts.kind != "none" \
             else MemHeadConfig()
         with torch.random.fork_rng(devices=[]):
-            rows = np.nonzero(np.isin(self.evaluated.labels, task.seen))[0]
+            rows = np.nonzero(np.isin(self.evaluated.labels, seen))[0]
             feats, labels = method.encode(subset_dataset(self.evaluated, rows), "head diagnostics")
-            protos = method.class_features(task.seen).float()  # (C, D)
+            protos = method.class_features(seen).float()  # (C, D)
             text = method.head(feats).float() @ protos.t()  # (N, C)
-        bank, seen = method.bank, task.seen
-        means, covs, counts = bank.means(seen), bank.covs(seen), bank.counts(seen)
-        at = torch.as_tensor([seen.index(c) for c in task.old], dtype=torch.long, device=means.device)
         truth = torch.as_tensor(np.searchsorted(seen, labels.cpu().numpy()))  # (N,) columns of the labels
-        out = {}
-        for name in HEAD_STATS:
-            old = self.variants.get(task.index, {}).get(name)
-            if old is None and task.old:
-                continue
-            m, c = means.clone(), covs.clone()
-            if task.old:
-                m[at], c[at] = old[0].to(m), old[1].to(c)
-            out[name] = head_accuracies(feats, text, truth, build_head(
-                m, c, opts.kind, opts.gamma, opts.logdet, counts, opts.shrink), opts)
-        self.variants.pop(task.index, None)
-        return {"head_stats": out}
+        variants = {name: stacked(chain, seen, exact) for name, chain in self.chains.items()}
+        oracle = self.oracle.pop(task.index, None)
+        if oracle is not None or not task.old:
+            true = {c: (oracle[0][i], oracle[1][i]) for i, c in enumerate(task.old)} if oracle else {}
+            variants["oracle"] = stacked(true, seen, exact)
+        counts = bank.counts(seen)
+        return {"head_stats": {name: head_accuracies(feats, text, truth, build_head(
+            m, c, opts.kind, opts.gamma, opts.logdet, counts, opts.shrink), opts) for name, (m, c) in variants.items()}}
 
 
 def head_accuracies(feats: torch.Tensor, text: torch.Tensor, truth: torch.Tensor, head, opts: MemHeadConfig,
