@@ -6,6 +6,7 @@ from dmc.bench import bench_ot
 from dmc.calibration import (
     CalibrationConfig,
     calibrate_gaussians,
+    fit_linear_drift,
     ot_drift,
     ot_plan,
     squared_distances,
@@ -282,3 +283,77 @@ def test_class_level_moves_each_class_with_its_region(relax):
 def test_bench_reports_the_level():
     out = bench_ot(n_classes=4, samples=8, n_feats=40, dim=8, repeats=1, cfg=_cfg(level="class"))
     assert out["level"] == "class" and out["seconds"] > 0
+
+
+# ---- the linear drift map and OT + linear map: means and covariances in closed form [beyond the paper]
+def _affine(d: int = 5, seed: int = 3):
+    g = _gen(seed)
+    a = torch.eye(d, dtype=F64) + 0.3 * torch.randn(d, d, generator=g, dtype=F64)
+    return a, torch.randn(d, generator=g, dtype=F64)
+
+
+def test_linear_drift_map_recovers_an_exact_affine_map():
+    means, covs, old = _world(d=5, n=400)
+    a, b = _affine()
+    fit_a, fit_b = fit_linear_drift(old, old @ a.T + b, 1e-10)
+    torch.testing.assert_close(fit_a, a, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fit_b, b, atol=1e-6, rtol=0)
+    out = calibrate_gaussians(means, covs, old, old @ a.T + b, _cfg(method="linear", linear_ridge=1e-10), None)
+    torch.testing.assert_close(out.means, means @ a.T + b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.covs, a @ covs @ a.T, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.covs, out.covs.transpose(1, 2), atol=0, rtol=0)  # exactly symmetric
+
+
+@pytest.mark.parametrize("method", ["linear", "ot+linear"])
+@pytest.mark.parametrize("diag", [False, True])
+def test_linear_maps_recover_a_constant_shift_exactly(method, diag):
+    """A constant drift c: A = I whatever the ridge, so mu' = mu + c and Sigma' = Sigma."""
+    means, covs, old = _world(diag=diag)
+    c = torch.linspace(-1, 1, means.shape[1], dtype=F64)
+    out = calibrate_gaussians(means, covs, old, old + c, _cfg(method=method, linear_ridge=0.1), None)
+    torch.testing.assert_close(out.means, means + c, atol=1e-9, rtol=0)
+    torch.testing.assert_close(out.covs, covs, atol=1e-9, rtol=0)
+    assert out.info["n_repaired"] == 0
+
+
+def test_linear_map_covariances_stay_symmetric_positive_definite_under_a_collapse():
+    """A map that collapses directions (rank 2 of 5) would leave A Sigma A^T singular: the floor keeps
+    every covariance symmetric positive definite; float32 in, float32 out."""
+    means, covs, old = _world(d=5, n=300, dtype=torch.float32)
+    proj = torch.zeros(5, 5)
+    proj[0, 0] = proj[1, 1] = 1.0
+    out = calibrate_gaussians(means, covs, old, old @ proj.T, _cfg(method="linear", linear_ridge=1e-6), None)
+    assert out.covs.dtype == torch.float32 and out.info["n_repaired"] == means.shape[0]
+    assert torch.equal(out.covs, out.covs.transpose(1, 2))
+    assert bool((torch.linalg.eigvalsh(out.covs.double()) > 0).all())
+    GaussianBank().set_stats(0, out.means[0], out.covs[0])  # the memory can sample it (Cholesky succeeds)
+
+
+def test_linear_map_moves_covariances_where_class_level_ot_cannot():
+    """Under a linear drift, class-level OT keeps every covariance as it was; the linear map (and OT +
+    linear map) brings them to A Sigma A^T, and the OT + linear map keeps OT's means."""
+    means, covs, old = _world(d=5, n=400)
+    a, b = _affine()
+    truth = a @ covs @ a.T
+    err = {}
+    for method in ("ot", "linear", "ot+linear"):
+        out = calibrate_gaussians(means, covs, old, old @ a.T + b, _cfg(method=method, level="class",
+                                                                        linear_ridge=1e-3), None)
+        err[method] = float((out.covs - truth).norm() / truth.norm())
+        if method == "ot":
+            ot_means = out.means
+        if method == "ot+linear":
+            torch.testing.assert_close(out.means, ot_means, atol=1e-12, rtol=0)
+    assert err["ot"] > 0.3 and err["linear"] < 0.01 and err["ot+linear"] < 0.01, err
+
+
+def test_linear_calibrations_are_registered_and_checked():
+    from dmc.calibration import LinearMap, OTLinear, make_calibration
+    from dmc.config.checks import BadValue
+
+    assert type(make_calibration(CalibrationConfig(method="linear"))) is LinearMap
+    assert type(make_calibration(CalibrationConfig(method="ot+linear"))) is OTLinear
+    with pytest.raises(BadValue, match="linear_ridge"):
+        CalibrationConfig(method="linear", linear_ridge=0.0)
+    with pytest.raises(ValueError, match="paired"):
+        fit_linear_drift(torch.zeros(4, 3, dtype=F64), torch.zeros(5, 3, dtype=F64), 0.1)

@@ -81,3 +81,84 @@ def test_fused_scores_are_the_head_log_posterior_plus_weighted_cosines():
     want = torch.log(torch.softmax(head.double(), 1)) + 4.0 * cos.double()
     assert got.dtype == torch.float64 and torch.allclose(got, want)
     assert torch.equal(fused_scores(head, cos, 0.0).argmax(1), head.argmax(1))  # weight 0: the head alone
+
+
+# ---- settings that follow the data [beyond the paper]
+def test_oas_intensity_on_a_hand_computed_case_and_its_limits():
+    """S = diag(2, 0), n = 7: tr S = 2, tr S^2 = 4, rho = (4 + 4) / (8 (4 - 4/2)) = 0.5; n = 3 gives
+    8 / 8 = 1; a flat spectrum (S ~ I) needs no shrinkage estimate: rho = 1 (den = 0); more samples,
+    less shrinkage; the scale of S does not matter."""
+    from dmc.discriminant import oas_intensity
+
+    s = torch.diag(torch.tensor([2.0, 0.0], dtype=torch.float64))
+    assert float(oas_intensity(s, torch.tensor(7))) == pytest.approx(0.5, abs=1e-12)
+    assert float(oas_intensity(s, torch.tensor(3))) == pytest.approx(1.0, abs=1e-12)
+    assert float(oas_intensity(torch.eye(3, dtype=torch.float64), torch.tensor(10))) == 1.0
+    _, covs = _random_stats(c=3, d=8)
+    rho = oas_intensity(covs, torch.tensor([5, 50, 500]))
+    assert rho.shape == (3,) and bool((rho > 0).all()) and bool((rho <= 1).all())
+    torch.testing.assert_close(oas_intensity(covs * 7.0, torch.tensor([5, 50, 500])), rho)
+    many = oas_intensity(covs, torch.tensor([500, 500, 500]))
+    assert bool((many < oas_intensity(covs, torch.tensor([5, 5, 5]))).all())
+
+
+def test_oas_intensity_matches_scikit_learn():
+    sklearn_cov = pytest.importorskip("sklearn.covariance")
+    from dmc.discriminant import oas_intensity
+
+    g = torch.Generator().manual_seed(1)
+    for n, d in ((40, 10), (8, 20)):  # more samples than dimensions, and fewer
+        x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(0.2, 3, d, dtype=torch.float64)
+        _, want = sklearn_cov.oas(x.numpy())
+        got = oas_intensity(torch.cov(x.T), torch.tensor(n))  # the unbiased S: same intensity (scale-free)
+        assert float(got) == pytest.approx(want, rel=1e-9)
+
+
+def test_oas_head_gives_a_class_with_fewer_samples_than_dimensions_a_positive_definite_covariance():
+    from dmc.discriminant import build_head, head_scores, head_shrinkage
+
+    g = torch.Generator().manual_seed(2)
+    d = 20
+    x = torch.randn(2, 5, d, generator=g, dtype=torch.float64)  # 2 classes of n = 5 <= D samples
+    covs = torch.stack([torch.cov(x[i].T) for i in range(2)])  # (2, D, D), rank 4: singular
+    means = x.mean(1)
+    with pytest.raises(RuntimeError):
+        torch.linalg.cholesky(covs)
+    rho = head_shrinkage(covs, torch.tensor([5, 5]), "oas", 0.02)
+    assert rho.shape == (2,) and bool((rho > 0.1).all())
+    head = build_head(means, covs, "t", 0.02, counts=torch.tensor([5, 5]), rule="oas")
+    assert bool((torch.diagonal(head.factors[1], dim1=1, dim2=2) > 0).all())
+    assert torch.isfinite(head_scores(x[0], head, 20.0)).all()
+    lda = build_head(means, covs, "lda", 0.02, counts=torch.tensor([5, 5]), rule="oas")
+    assert lda.factors[0].shape == (2, d)
+    with pytest.raises(ValueError, match="sample count"):
+        build_head(means, covs, "qda", 0.02, rule="oas")
+
+
+def test_per_class_shrinkage_is_the_fixed_one_class_by_class():
+    _, covs = _random_stats()
+    gammas = torch.tensor([0.0, 0.1, 0.5, 1.0], dtype=torch.float64)
+    per = shrink_to_identity(covs, gammas)
+    for i, gm in enumerate(gammas.tolist()):
+        torch.testing.assert_close(per[i], shrink_to_identity(covs[i], gm), atol=1e-14, rtol=0)
+    with pytest.raises(ValueError):
+        shrink_to_identity(covs, torch.tensor([0.1, 2.0, 0.1, 0.1]))
+
+
+def test_head_scale_keeps_the_fusion_balance_across_widths():
+    """"dim": the identity at D = 128 and a temperature D / 128 elsewhere, so a head whose scores grow
+    with D (each of D dimensions adding its term) gives the same log-posterior at any width; "std":
+    unit standard deviation per image; "none": untouched."""
+    from dmc.discriminant import scaled_head
+
+    g = torch.Generator().manual_seed(0)
+    per_dim = torch.randn(6, 4, 512, generator=g, dtype=torch.float64)  # (N, C, D) per-dimension terms
+    at128 = per_dim[:, :, :128].sum(-1) * 4.0  # a head at width 128 whose terms are 4x larger ...
+    at512 = per_dim[:, :, :128].repeat(1, 1, 4).sum(-1)  # ... and the same terms at width 512
+    torch.testing.assert_close(scaled_head(at512, "dim", 512) * 4.0, at128)
+    assert torch.equal(scaled_head(at128, "dim", 128), at128) and scaled_head(at128, "none", 128) is at128
+    z = scaled_head(at512, "std", 512)
+    torch.testing.assert_close(z.mean(1), torch.zeros(6, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(z.std(1), torch.ones(6, dtype=torch.float64))
+    with pytest.raises(ValueError):
+        scaled_head(at128, "both", 128)

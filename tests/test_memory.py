@@ -127,7 +127,9 @@ def test_state_dict_round_trip_is_exact(tmp_path):
     for c in (3, 12, 7):
         bank.add(c, torch.randn(10, 8) * c)
     state = bank.state_dict()
-    assert sorted(state) == ["cov.12", "cov.3", "cov.7", "mean.12", "mean.3", "mean.7"]
+    assert sorted(state) == ["count.12", "count.3", "count.7", "cov.12", "cov.3", "cov.7", "mean.12", "mean.3",
+                             "mean.7"]
+    assert [int(state[f"count.{c}"]) for c in (3, 7, 12)] == [10, 10, 10]
     from safetensors.torch import load_file, save_file
 
     save_file(state, str(tmp_path / "memory.safetensors"))
@@ -149,7 +151,7 @@ def test_bank_checkpoints_inside_a_module_container():
     bank = GaussianBank()
     bank.add(4, torch.randn(10, 3))
     state = torch.nn.ModuleDict({"memory": bank}).state_dict()
-    assert sorted(state) == ["memory.cov.4", "memory.mean.4"]
+    assert sorted(state) == ["memory.count.4", "memory.cov.4", "memory.mean.4"]
     other = torch.nn.ModuleDict({"memory": GaussianBank()})
     other.load_state_dict(state)  # strict: every key is the bank's own
     assert other["memory"].classes() == [4] and torch.equal(other["memory"].means(), bank.means())
@@ -239,3 +241,24 @@ def test_oas_keeps_the_total_variance_and_leaves_full_rank_classes_alone():
     many = _rank_deficient(n=400, d=16)
     _, cov = fit_gaussian(many, MemoryConfig(ridge=1e-3, relative_ridge=False))  # N > D: S + ridge only
     torch.testing.assert_close(cov, torch.cov(many.T) + 1e-3 * torch.eye(16, dtype=torch.float64))
+
+
+def test_counts_are_kept_checkpointed_and_completed_for_old_checkpoints():
+    """n_c follows each class (set by `add`, kept by `set_stats`), travels in the checkpoint, and a
+    checkpoint from before counts were kept loads with the counts noted beforehand (else 0: unknown)."""
+    bank = GaussianBank()
+    bank.add(2, torch.randn(7, 4))
+    bank.add(5, torch.randn(12, 4))
+    bank.set_stats(2, torch.zeros(4), torch.eye(4))  # a calibration moves the statistics, not n_c
+    assert bank.counts().tolist() == [7, 12] and bank.counts([5]).tolist() == [12]
+    other = GaussianBank()
+    other.load_state_dict(bank.state_dict())
+    assert other.counts().tolist() == [7, 12]
+    old = {k: v for k, v in bank.state_dict().items() if not k.startswith("count.")}  # an older checkpoint
+    fresh = GaussianBank()
+    fresh.note_counts({2: 7})
+    fresh.load_state_dict(old)
+    assert fresh.counts().tolist() == [7, 0]
+    fresh.note_counts({2: 99, 5: 12})  # a known count is kept, an unknown one completed
+    assert fresh.counts().tolist() == [7, 12]
+    assert torch.equal(fresh.means(), bank.means()) and torch.equal(fresh.covs(), bank.covs())

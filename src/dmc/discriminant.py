@@ -24,6 +24,8 @@ covariance). Everything is computed in float64; scores are returned in float32.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -31,8 +33,17 @@ from torch import Tensor
 from dmc.errors import UserError
 
 
-def shrink_to_identity(covs: Tensor, gamma: float) -> Tensor:
-    """(1 - gamma) Sigma + gamma (tr Sigma / D) I for each covariance: (C, D, D) or (D, D) -> same."""
+def shrink_to_identity(covs: Tensor, gamma: float | Tensor) -> Tensor:
+    """(1 - gamma) Sigma + gamma (tr Sigma / D) I for each covariance: (C, D, D) or (D, D) -> same.
+    `gamma` is one weight, or one per class (C,) for a stack (e.g. `oas_intensity`)."""
+    if isinstance(gamma, Tensor):
+        if gamma.shape != covs.shape[:-2] or not bool(((gamma >= 0) & (gamma <= 1)).all()):
+            raise ValueError(f"per-class shrinkage must be {tuple(covs.shape[:-2])} in [0, 1], got {gamma}")
+        gamma = gamma.to(covs.dtype)
+        tau = torch.diagonal(covs, dim1=-2, dim2=-1).mean(-1)  # (C,)
+        out = covs * (1.0 - gamma)[..., None, None]
+        torch.diagonal(out, dim1=-2, dim2=-1).add_((gamma * tau)[..., None])
+        return out
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"shrinkage must be in [0, 1], got {gamma}")
     tau = torch.diagonal(covs, dim1=-2, dim2=-1).mean(-1)  # (C,) or ()
@@ -41,7 +52,31 @@ def shrink_to_identity(covs: Tensor, gamma: float) -> Tensor:
     return out
 
 
-def gaussian_factors(means: Tensor, covs: Tensor, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
+def oas_intensity(covs: Tensor, counts: Tensor) -> Tensor:
+    """Per-class shrinkage weight toward (tr Sigma / D) I that follows each class's sample count n_c and
+    feature width D: the Oracle Approximating Shrinkage intensity (Chen, Wiesel, Eldar and Hero, IEEE TSP
+    2010), in the form scikit-learn's `oas` computes it,
+
+        rho_c = min(1, (tr(S^2) + tr(S)^2) / ((n_c + 1) (tr(S^2) - tr(S)^2 / D))),
+
+    which is scale-free (S and 2 S give the same rho). Few samples in many dimensions give a large rho
+    (a class with n_c <= D has a singular S and needs it); many samples a small one. A class whose
+    spectrum is already flat (S proportional to I, or already shrunk) gets a smaller rho; n_c <= 0
+    (unknown) counts as 1 sample, the strongest shrinkage.
+
+    Shapes: covs (C, D, D) (or (D, D)), counts (C,) (or ()) -> (C,) (or ()), float64.
+    """
+    s = covs.to(torch.float64)
+    d = s.shape[-1]
+    tr = torch.diagonal(s, dim1=-2, dim2=-1).sum(-1)  # (C,)
+    tr2 = (s * s).sum((-2, -1))  # (C,): tr(S^2), S symmetric
+    n = counts.to(torch.float64).clamp_min(1.0)  # (C,)
+    den = (n + 1.0) * (tr2 - tr * tr / d)  # (C,), >= 0 (Cauchy-Schwarz)
+    rho = (tr2 + tr * tr) / den.clamp_min(torch.finfo(torch.float64).tiny)
+    return torch.where(den > 0, rho.clamp(max=1.0), torch.ones_like(rho))
+
+
+def gaussian_factors(means: Tensor, covs: Tensor, gamma: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The pieces of class-wise scoring: means (C, D), lower Cholesky factors L_c of the shrunk
     covariances (C, D, D) and their log-determinants (C,), float64."""
     if covs.ndim != 3 or covs.shape[0] != means.shape[0] or covs.shape[1:] != (means.shape[1],) * 2:
@@ -108,7 +143,78 @@ def lda_scores(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     return (x.to(torch.float64) @ w.T + b[None, :]).float()
 
 
+REFERENCE_DIM = 128  # the feature width at which `dmc-ot-mem`'s fusion weight was chosen (the glyph worlds)
+
+
+def scaled_head(head: Tensor, rule: str, dim: int) -> Tensor:
+    """A head's scores (N, C) put on a scale that does not grow with the feature width D, before the
+    fusion's log-softmax. The Student-t and Gaussian log-densities are sums over D dimensions, so their
+    differences between classes (and the head's log-posterior's sharpness) grow about linearly with D,
+    while the text's cosines do not: at a fixed text weight the balance of the two would move with D.
+
+    - "none": as they are (the balance chosen at D = 128 holds at D = 128 only).
+    - "dim": divided by D / REFERENCE_DIM, a temperature that is 1 at the width the weight was chosen at.
+    - "std": standardised per image over the classes (mean 0, standard deviation 1): scale-free at any D
+      (and any head), but its log-posterior is much flatter, so the text weight needs choosing again.
+    Shapes: head (N, C) scores of features of width `dim` -> (N, C).
+    """
+    if rule == "none":
+        return head
+    if rule == "dim":
+        return head / (dim / REFERENCE_DIM)
+    if rule == "std":
+        h = head.double()
+        return (h - h.mean(1, keepdim=True)) / h.std(1, keepdim=True).clamp_min(1e-12)
+    raise ValueError(f"unknown head scale {rule!r}; choose none, dim or std")
+
+
 def fused_scores(head: Tensor, cos: Tensor, text_weight: float) -> Tensor:
     """log_softmax(head) + text_weight * cos (N, C), float64: a discriminant head's class log-posterior
     plus the weighted cosines of a text classifier (`dmc-ot-mem`'s classifier)."""
     return F.log_softmax(head.double(), dim=1) + text_weight * cos.double()
+
+
+class Head(NamedTuple):
+    """A discriminant head of C classes, ready to score: `kind` "qda" / "t" (factors: means (C, D),
+    Cholesky factors (C, D, D), log-determinants (C,) or None) or "lda" (factors: W (C, D), b (C,))."""
+
+    kind: str
+    factors: tuple
+
+
+def head_shrinkage(covs: Tensor, counts: Tensor | None, rule: str, gamma: float,
+                   pooled: bool = False) -> float | Tensor:
+    """The shrinkage a head applies: `gamma` itself (rule "fixed"), or the OAS intensity of each class
+    from its covariance and sample count (rule "oas", `oas_intensity`; with `pooled`, of the pooled
+    covariance, the classes' mean, from all their samples). Shapes: covs (C, D, D), counts (C,)."""
+    if rule == "fixed":
+        return gamma
+    if rule != "oas":
+        raise ValueError(f"unknown shrinkage rule {rule!r}; choose fixed or oas")
+    if counts is None:
+        raise ValueError("the oas shrinkage needs each class's sample count")
+    if pooled:
+        return oas_intensity(covs.to(torch.float64).mean(0), counts.sum())
+    return oas_intensity(covs, counts)
+
+
+def build_head(means: Tensor, covs: Tensor, kind: str, gamma: float, logdet: bool = True,
+               counts: Tensor | None = None, rule: str = "fixed") -> Head:
+    """The head `kind` ("qda", "t" or "lda") of class statistics means (C, D) and covs (C, D, D) or
+    variances (C, D), shrunk by `head_shrinkage(covs, counts, rule, gamma)`."""
+    if kind not in ("qda", "t", "lda"):
+        raise ValueError(f"unknown head {kind!r}; choose qda, t or lda")
+    if covs.ndim == 2:  # diagonal covariances
+        covs = torch.diag_embed(covs)  # (C, D, D)
+    g = head_shrinkage(covs, counts, rule, gamma, pooled=kind == "lda")
+    if kind == "lda":
+        return Head(kind, lda_weights(means, covs, g))
+    mu, chol, det = gaussian_factors(means, covs, g)
+    return Head(kind, (mu, chol, det if logdet else None))
+
+
+def head_scores(x: Tensor, head: Head, dof: float) -> Tensor:
+    """(N, C) scores of features x (N, D) under `head` (`dof`: the Student-t's degrees of freedom)."""
+    if head.kind == "t":
+        return student_t_scores(x, *head.factors, dof)
+    return qda_scores(x, *head.factors) if head.kind == "qda" else lda_scores(x, *head.factors)

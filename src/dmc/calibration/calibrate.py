@@ -5,7 +5,9 @@ are stale ("distributional drift"). A calibration moves them by the drift observ
 features under the old and the new encoder are paired (see ``drift``). Each calibration is a strategy
 registered by name (`dmc.config.CALIBRATIONS`, `calibration.method`), built from the config section and
 called once per task; what differs between them is only how a point's drift is weighed from the observed
-ones (`Calibration.drift`), and the base moves means and covariances from it at `calibration.level`.
+ones (`Calibration.drift`), and the base moves from it, at `calibration.level`, either the class means
+alone (`class`, the default: covariances stay as stored) or S samples per class, whose re-estimated mean and
+covariance replace the stored ones (`sample`). `linear` and `ot+linear` move covariances in closed form.
 
 Design choices (all ``[reconstruction]``):
 - One problem between all C*S samples and the N task-t features, not C problems of S x N. Same cost, but
@@ -28,8 +30,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from dmc.calibration.drift import mean_shift_drift, ot_drift
-from dmc.calibration.gaussians import check_feats, check_stats, draw, moved_covariance
+from dmc.calibration.drift import fit_linear_drift, mean_shift_drift, ot_drift
+from dmc.calibration.gaussians import check_feats, check_stats, draw, mapped_covariance, moved_covariance
 from dmc.config import CALIBRATIONS, CalibrationConfig
 
 
@@ -113,6 +115,50 @@ class OptimalTransport(Calibration):
 
     def drift(self, points: Tensor, old_feats: Tensor, delta: Tensor) -> tuple[Tensor, dict[str, Any]]:
         return ot_drift(points, old_feats, delta, **self.plan)
+
+
+class LinearMap(Calibration):
+    """[beyond the paper] The whole Gaussian through a linear drift map: new ~ A old + b fitted by ridge
+    regression on the task's paired features (`drift.fit_linear_drift`, `calibration.linear_ridge`), then
+    in closed form mu' = A mu + b and Sigma' = A Sigma A^T (eigenvalues floored at ``min_eig`` x tr/D).
+    No sampling and no plan; ``level`` does not apply. A constant drift c gives exactly mu + c, Sigma."""
+
+    def __init__(self, cfg: CalibrationConfig) -> None:
+        super().__init__(cfg)
+        self.ridge = cfg.linear_ridge
+
+    def moved_means(self, means: Tensor, a: Tensor, b: Tensor, old_feats: Tensor,
+                    new_feats: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        """The new means (C, D) in means' dtype: A mu + b here."""
+        return (means.to(torch.float64) @ a.T + b).to(means.dtype), {}
+
+    def __call__(self, means: Tensor, covs: Tensor, old_feats: Tensor, new_feats: Tensor,
+                 generator: torch.Generator | None = None) -> Calibrated:
+        check_stats(means, covs)
+        check_feats(means, old_feats, new_feats)
+        info: dict[str, Any] = {"niter": 0, "err": 0.0, "n_repaired": 0}
+        if means.shape[0] == 0:
+            return Calibrated(means.clone(), covs.clone(), info)
+        a, b = fit_linear_drift(old_feats, new_feats, self.ridge)  # (D, D), (D,)
+        moved, solved = self.moved_means(means, a, b, old_feats, new_feats)  # (C, D)
+        new_covs, repaired = mapped_covariance(covs, a, self.min_eig)
+        return Calibrated(moved, new_covs, {**info, **solved, "n_repaired": repaired})
+
+
+class OTLinear(LinearMap):
+    """[beyond the paper] DMC-OT's class-level transport for the means (each class moves by the OT
+    plan's drift of its mean, as `ot` at level "class") and the linear drift map's A for the covariances,
+    Sigma' = A Sigma A^T: the means keep the local, class-by-class drift the plan finds, the shapes follow
+    the global linear part that a per-class drift cannot carry."""
+
+    def __init__(self, cfg: CalibrationConfig) -> None:
+        super().__init__(cfg)
+        self.transport = OptimalTransport(cfg)
+
+    def moved_means(self, means: Tensor, a: Tensor, b: Tensor, old_feats: Tensor,
+                    new_feats: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        drift, solved = self.transport.drift(means, old_feats, new_feats - old_feats)  # (C, D)
+        return means + drift, solved
 
 
 def make_calibration(cfg: CalibrationConfig) -> Calibration:

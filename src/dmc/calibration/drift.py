@@ -149,6 +149,41 @@ def transfer_drift_mean_shift(
     return u + mean_shift_drift(u, a, delta, sigma, normalize)
 
 
+def fit_linear_drift(old: Tensor, new: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
+    """A ridge-regularised affine map of the old encoder's features onto the new one's, fitted on paired
+    features: new_j ~ A old_j + b (a linear drift map; LDC, Gomez-Villa et al., ECCV 2024, learns such a
+    projector by gradient descent, this is its closed form).
+
+    The ridge pulls A toward the identity, not toward 0: what the task's images do not determine stays
+    "no change but the shift". With a_j centred (Ac (N, D)) and their drifts delta_j = new_j - old_j
+    centred (Dc (N, D)):
+        A = I + Dc^T Ac (Ac^T Ac + lam I)^-1,   b = mean(new) - A mean(old),
+    lam = ridge * tr(Ac^T Ac) / D (ridge relative to N times the features' mean variance: scale-free). A
+    constant drift c gives exactly A = I, b = c; an exact affine map is recovered as ridge -> 0 once the
+    features span the space (N > D).
+
+    Shapes: old, new (N, D) -> A (D, D), b (D,), float64 on old's device.
+    """
+    _check_pair(old, new)
+    if old.shape != new.shape:
+        raise ValueError(f"old and new features must be paired rows of one shape, got {tuple(old.shape)} "
+                         f"and {tuple(new.shape)}")
+    if not ridge > 0:
+        raise ValueError(f"ridge must be > 0, got {ridge}")
+    x, y = old.to(torch.float64), new.to(torch.float64)  # (N, D)
+    d = x.shape[1]
+    x_mean, y_mean = x.mean(0), y.mean(0)  # (D,)
+    xc = x - x_mean  # (N, D)
+    dc = (y - x) - (y_mean - x_mean)  # (N, D) centred drifts
+    gram = xc.T @ xc  # (D, D)
+    tau = float(torch.diagonal(gram).sum()) / d
+    lam = ridge * (tau if tau > 0 else 1.0)
+    eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    step = torch.linalg.solve(gram + lam * eye, xc.T @ dc).T  # (D, D): A - I (gram symmetric)
+    a = eye + step
+    return a, y_mean - a @ x_mean
+
+
 def _check_pair(x: Tensor, y: Tensor) -> None:
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"expected x (n, D) and y (m, D), got {tuple(x.shape)} and {tuple(y.shape)}")

@@ -63,6 +63,27 @@ def moved_covariance(covs: Tensor, u: Tensor, drift: Tensor, min_eig: float) -> 
     return _repair_pd(new, min_eig)
 
 
+def mapped_covariance(covs: Tensor, a: Tensor, min_eig: float) -> tuple[Tensor, int]:
+    """The covariances of A u for u ~ (mu, Sigma): A Sigma A^T, exactly symmetric, PD restored (eigenvalues
+    floored at ``min_eig`` x tr/D) where a contracting A lost it. A diagonal Sigma (variances) stays
+    diagonal: the variances of A u, diag(A Sigma A^T) = (A * A) sigma.
+
+    Shapes: covs (C, D, D) or (C, D), a (D, D) -> (covs' in covs' dtype, number of repaired classes).
+    Computed in float64.
+    """
+    a64 = a.to(torch.float64)  # (D, D)
+    c64 = covs.to(torch.float64)
+    if covs.ndim == 2:
+        new = c64 @ (a64 * a64).T  # (C, D)
+        floor = min_eig * new.mean(1, keepdim=True).clamp_min(torch.finfo(new.dtype).tiny)  # (C, 1)
+        bad = new < floor
+        return torch.where(bad, floor.expand_as(new), new).to(covs.dtype), int(bad.any(1).sum())
+    new = a64 @ c64 @ a64.T  # (C, D, D)
+    new = 0.5 * (new + new.transpose(1, 2))
+    fixed, repaired = _repair_pd(new, min_eig)
+    return fixed.to(covs.dtype), repaired
+
+
 def _repair_pd(covs: Tensor, min_eig: float) -> tuple[Tensor, int]:
     """Clip eigenvalues at min_eig * tr/D for the covariances whose smallest eigenvalue is below it."""
     tau = torch.diagonal(covs, dim1=1, dim2=2).mean(1)  # (C,) mean variance

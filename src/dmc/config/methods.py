@@ -67,13 +67,15 @@ CALIBRATIONS: Registry = Registry("calibration")
 CALIBRATIONS.add("none", "dmc.calibration.calibrate:NoCalibration")  # DMC: the statistics as stored
 CALIBRATIONS.add("mean-shift", "dmc.calibration.calibrate:MeanShift")  # SDC's kernel-weighted drift
 CALIBRATIONS.add("ot", "dmc.calibration.calibrate:OptimalTransport")  # DMC-OT (a): the OT plan's drift
+CALIBRATIONS.add("linear", "dmc.calibration.calibrate:LinearMap")  # [beyond the paper] ridge affine map: means and covariances
+CALIBRATIONS.add("ot+linear", "dmc.calibration.calibrate:OTLinear")  # [beyond the paper] OT's means, the linear map's covariances
 
 
 @dataclass
 class CalibrationConfig(Section):
     """How stored Gaussians follow the encoder's drift (DMC-OT (a) is ``[paper]``; its form is ours)."""
 
-    method: str = "ot"  # [paper: DMC-OT (a)] none (DMC, stats as stored) | mean-shift (SDC-style) | ot
+    method: str = "ot"  # [paper: DMC-OT (a)] none (DMC, stats as stored) | mean-shift (SDC-style) | ot | linear (beyond the paper: b = A a + b0 fitted on the task's paired features, mu' = A mu + b0, Sigma' = A Sigma A^T) | ot+linear (beyond the paper: OT's class-level means, the linear map's covariances)
     samples_per_class: int = 256  # [reconstruction] S samples per old class that carry the drift (>= 2)
     reg: float = 0.05  # [reconstruction] entropic epsilon, relative to the cost scaled to max 1
     sigma: float = 0.2  # [reconstruction] mean-shift kernel width, in (by default L2-normalised) feature units
@@ -84,6 +86,7 @@ class CalibrationConfig(Section):
     level: str = "class"  # [reconstruction] class (the class means are transported: one drift per class, covariance kept; measured, docs/results.md) | sample (S samples per class)
     relax: float | None = 0.03  # None: balanced OT; a float: column marginal as a KL penalty of this weight (semi-relaxed OT) [reconstruction]
     min_eig: float = 5e-5  # [reconstruction] eigenvalue floor (x tr/D) for calibrated covariances; half the ridge
+    linear_ridge: float = 0.1  # [beyond the paper] ridge of the linear / ot+linear drift map toward A = I, relative to the old features' mean variance x N (scale-free); larger: closer to a pure shift
 
     def check(self) -> None:
         one_of(self, "method", tuple(CALIBRATIONS))
@@ -91,4 +94,4 @@ class CalibrationConfig(Section):
         check_solver(self.solver, self.reg)
         at_least(self, 2, "samples_per_class")  # a covariance change needs two samples
         at_least(self, 1, "max_iter")
-        positive(self, "sigma", "tol", "min_eig", "relax")
+        positive(self, "sigma", "tol", "min_eig", "relax", "linear_ridge")

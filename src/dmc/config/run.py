@@ -14,6 +14,7 @@ from dmc.config.model import ModelConfig, PromptConfig, VisionConfig
 class DiagnosticsConfig(Section):
     drift: bool = False  # measure drift of stored vs calibrated statistics (held-out old data, never trained on)
     oracle_stats: bool = False  # replace old classes' statistics by the true ones under the current encoder (uses old training images: the calibration ceiling, a diagnostic, never a method)
+    head_stats: bool = False  # after each task, score the evaluated images with dmc-ot-mem's head under old classes' statistics stored / means-only OT / linear map / OT + linear map / oracle (metrics line `head_stats`; changes nothing trained or predicted)
 
 
 @dataclass

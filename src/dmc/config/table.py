@@ -128,9 +128,13 @@ class MemHeadConfig(Section):
     logdet: bool = True  # [beyond the paper] the qda and t heads keep each class's log-determinant (false: the Mahalanobis term only)
     text_weight: float = 64.0  # [beyond the paper] lambda: scores = log_softmax(head) + lambda * cos(x, prompt_c); 0: head only; chosen on validation (v2 and v3, seeds 0-2)
     stage1: str = "every"  # [beyond the paper] when stage 1 adapts the image tower: every task | first (then frozen) | none
+    shrink: str = "fixed"  # [beyond the paper] fixed: every class shrunk by memhead.gamma | oas: each class by its OAS intensity from its sample count n_c, D and covariance (discriminant.oas_intensity; memhead.gamma unused)
+    head_scale: str = "none"  # [beyond the paper] the head's scores before the fusion: none | dim: divided by D/128, so the fusion's balance does not move with the feature width | std: standardised per image (text_weight then needs choosing again)
 
     def check(self) -> None:
         one_of(self, "kind", ("qda", "t", "lda", "none"))
+        one_of(self, "shrink", ("fixed", "oas"))
+        one_of(self, "head_scale", ("none", "dim", "std"))
         if not self.dof > 0:
             raise BadValue("dof", self.dof, "must be > 0")
         one_of(self, "stage1", ("every", "first", "none"))

@@ -231,7 +231,7 @@ def run_tasks(cfg: RunConfig, rt: Runtime, bench: Benchmark, data: dict, method:
     for rec in records:
         R[rec["task"] - 1, : rec["task"]] = rec["acc_row"]
     elapsed_before = sum(rec.get("time_s", {}).get("total", 0.0) for rec in records)
-    method.observers = observers(cfg)  # diagnostics asked for by the config
+    method.observers = observers(cfg, data["test"])  # diagnostics asked for by the config
     cache = EvalCache()
     trackers.begin(writer.path if writer is not None else None, cfg)  # the trackers of --log, if asked for
     bar = tqdm(total=T, initial=start, desc=f"{cfg.method} on {bench.name}", disable=not rt.bars)
@@ -331,6 +331,7 @@ def run_task(method: Method, task: Task, bench: Benchmark, data: dict[str, Image
     t0 = time.time()
     info = method.train_task(task) or {}
     t1 = time.time()
+    info.update(method.observe("trained", task))  # diagnostics of the trained task (timed as evaluation)
     faults.point(f"eval:task {t + 1}")
     preds, labels = evaluate_task(method, task, data["test"], method.cfg.eval.batch_size, cache)
     counts_t = method.rt.all_reduce_sum(task_counts(preds, labels, bench.tasks[: t + 1]))

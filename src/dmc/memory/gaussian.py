@@ -158,10 +158,15 @@ class GaussianBank(nn.Module):
     Cholesky factors (or standard deviations) are a float32 cache rebuilt whenever statistics change.
     ``sample`` keeps a stacked copy of the means and factors of the last class list it was asked for.
 
+    Each class also keeps n_c, the number of samples its statistics came from (0: not known), which
+    settings that follow the data read (a shrinkage estimated from n_c and D: `dmc.discriminant`).
+
     A module, so that a method's checkpoint holds it like any other trained part: torch's
-    ``state_dict`` / ``load_state_dict`` / ``to`` work, with flat names ``mean.{cid}`` and ``cov.{cid}``
-    (safetensors-ready; the factors are not saved). The class list grows, so the statistics are kept in
-    dicts rather than registered buffers, and the three hooks below tell torch about them.
+    ``state_dict`` / ``load_state_dict`` / ``to`` work, with flat names ``mean.{cid}``, ``cov.{cid}`` and
+    ``count.{cid}`` (safetensors-ready; the factors are not saved). A checkpoint from before counts were
+    kept loads with the counts the bank already knew for those classes (`note_counts`), else 0. The class
+    list grows, so the statistics are kept in dicts rather than registered buffers, and the three hooks
+    below tell torch about them.
     """
 
     def __init__(self, cfg: MemoryConfig | None = None, device: str | torch.device = "cpu") -> None:
@@ -171,6 +176,7 @@ class GaussianBank(nn.Module):
         self._mean: dict[int, Tensor] = {}
         self._cov: dict[int, Tensor] = {}
         self._factor: dict[int, Tensor] = {}
+        self._count: dict[int, int] = {}  # n_c, the samples behind each class's statistics (0: unknown)
         self._stacked: tuple[tuple[int, ...], Tensor, Tensor] | None = None  # (classes, means, factors)
 
     def __len__(self) -> int:
@@ -185,9 +191,21 @@ class GaussianBank(nn.Module):
         return next(iter(self._mean.values())).shape[0] if self._mean else None
 
     def add(self, class_id: int, feats: Tensor) -> None:
-        """Fit class ``class_id`` from its (N, D) features (float64) and store it (float32)."""
+        """Fit class ``class_id`` from its (N, D) features (float64) and store it (float32) with n_c = N."""
         mean, cov = fit_gaussian(feats, self.cfg)
         self.set_stats(class_id, mean, cov)
+        self._count[operator.index(class_id)] = int(feats.shape[0])
+
+    def note_counts(self, counts: dict[int, int]) -> None:
+        """Record n_c for classes whose count is not known yet (e.g. from a task's labels, before a
+        checkpoint that lacks counts is loaded); a known count is kept."""
+        for c, n in counts.items():
+            if self._count.get(int(c), 0) <= 0:
+                self._count[int(c)] = int(n)
+
+    def counts(self, classes: list[int] | None = None) -> Tensor:
+        """(C,) int64 sample counts n_c of ``classes`` (default: all, sorted); 0 where not known."""
+        return torch.tensor([self._count.get(c, 0) for c in self._resolve(classes)], dtype=torch.long)
 
     def set_stats(self, class_id: int, mean: Tensor, cov: Tensor) -> None:
         """Store (or replace) a class's mean (D,) and covariance, e.g. after drift calibration."""
@@ -251,21 +269,26 @@ class GaussianBank(nn.Module):
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
         for c in self.classes():
             destination[f"{prefix}mean.{c}"], destination[f"{prefix}cov.{c}"] = self._mean[c], self._cov[c]
+            destination[f"{prefix}count.{c}"] = torch.tensor(self._count.get(c, 0), dtype=torch.long)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
         state = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         ids: set[int] = set()
         for name in state:
             kind, _, cid = name.partition(".")
-            if kind not in ("mean", "cov") or not cid.isdigit():
-                raise ValueError(f"unexpected key {prefix + name!r}; expected 'mean.<id>' or 'cov.<id>'")
+            if kind not in ("mean", "cov", "count") or not cid.isdigit():
+                raise ValueError(f"unexpected key {prefix + name!r}; expected 'mean.<id>', 'cov.<id>' or "
+                                 "'count.<id>'")
             ids.add(int(cid))
         missing = [c for c in sorted(ids) if f"mean.{c}" not in state or f"cov.{c}" not in state]
         if missing:
             raise ValueError(f"classes {missing} lack a mean or a covariance")
-        self._mean, self._cov, self._factor, self._stacked = {}, {}, {}, None
+        known = self._count
+        self._mean, self._cov, self._factor, self._count, self._stacked = {}, {}, {}, {}, None
         for c in sorted(ids):
             self.set_stats(c, state[f"mean.{c}"], state[f"cov.{c}"])
+            count = state.get(f"count.{c}")
+            self._count[c] = int(count) if count is not None else known.get(c, 0)
 
     def _apply(self, fn, recurse: bool = True) -> "GaussianBank":
         for store in (self._mean, self._cov, self._factor):

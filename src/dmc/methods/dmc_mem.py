@@ -1,7 +1,9 @@
 """`dmc-ot-mem` [beyond the paper]: DMC-OT whose Gaussian memory is also a classifier.
 
-DMC-OT keeps, without images, a Gaussian per class of image-tower features (new classes' exact statistics,
-old classes' OT-calibrated ones) and uses it only to replay features into its text classifier. This method
+DMC-OT keeps, without images, a Gaussian per class of image-tower features (new classes' exact statistics;
+old classes' means moved by the calibration, their covariances as stored at the default class-level OT, moved
+too by `calibration.method=linear` or `ot+linear`) and uses it only to replay features into its text
+classifier. This method
 trains exactly as DMC-OT (stage 1, the memory step, stage 2; `dmc.methods.dmc`) and classifies with both:
 
     score_c(x) = log_softmax_c(head(x)) + lambda * cos(x, p_c)
@@ -24,24 +26,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dmc.discriminant import fused_scores, gaussian_factors, lda_scores, lda_weights, qda_scores, student_t_scores
+from dmc.discriminant import Head, build_head, fused_scores, head_scores, scaled_head
 from dmc.methods.classifier import Classifier, CosineClassifier
 from dmc.methods.dmc import DMCOT
 from dmc.training.task import Task
 
 
 class GaussianHead(nn.Module):
-    """Discriminant scores (B, C) of raw image-tower outputs (B, D) from the classes' statistics: `qda`
-    and `t` read (means, Cholesky factors, log-determinants or None), `lda` the weights and biases."""
+    """Discriminant scores (B, C) of raw image-tower outputs (B, D) from the classes' statistics (a
+    `dmc.discriminant.Head`: `qda` and `t` read means, Cholesky factors and log-determinants or None, `lda`
+    weights and biases), put on the scale `memhead.head_scale` names before the fusion."""
 
-    def __init__(self, kind: str, factors: tuple, dof: float) -> None:
+    def __init__(self, head: Head, dof: float, scale: str = "none") -> None:
         super().__init__()
-        self.kind, self.factors, self.dof = kind, factors, dof
+        self.spec, self.dof, self.scale = head, dof, scale
 
     def forward(self, feats: Tensor) -> Tensor:
-        if self.kind == "t":
-            return student_t_scores(feats, *self.factors, self.dof)
-        return qda_scores(feats, *self.factors) if self.kind == "qda" else lda_scores(feats, *self.factors)
+        return scaled_head(head_scores(feats, self.spec, self.dof), self.scale, feats.shape[1])
 
 
 class FusedClassifier(Classifier):
@@ -57,6 +58,13 @@ class FusedClassifier(Classifier):
 
 class DMCOTMem(DMCOT):
     """DMC-OT + a discriminant head on its calibrated memory, fused with the text classifier."""
+
+    def begin_task(self, task: Task) -> None:
+        """DMC-OT's, and the memory learns the new classes' sample counts (read by memhead.shrink=oas; what
+        a checkpoint without counts is completed with when it is loaded)."""
+        super().begin_task(task)
+        labels = task.train_plain.labels
+        self.bank.note_counts({c: int((labels == c).sum()) for c in task.classes})
 
     # ---- training: DMC-OT's, with stage 1 on the tasks `memhead.stage1` names
     def adapts_tower(self, task: Task) -> bool:
@@ -77,12 +85,9 @@ class DMCOTMem(DMCOT):
         return FusedClassifier(self.gaussian_head(classes), text, self.opts.text_weight)
 
     def gaussian_head(self, classes: list[int]) -> GaussianHead:
-        """The discriminant head of `classes` from the memory (`memhead.kind`, `gamma`, `logdet`, `dof`)."""
+        """The discriminant head of `classes` from the memory (`memhead.kind`, `gamma` or `shrink`, `logdet`,
+        `dof`, `head_scale`)."""
         h = self.opts
         means, covs = self.bank.means(classes), self.bank.covs(classes)  # (C, D), (C, D, D) or (C, D)
-        if covs.ndim == 2:  # memory.covariance=diag
-            covs = torch.diag_embed(covs)
-        if h.kind in ("qda", "t"):
-            mu, chol, logdet = gaussian_factors(means, covs, h.gamma)
-            return GaussianHead(h.kind, (mu, chol, logdet if h.logdet else None), h.dof)
-        return GaussianHead("lda", lda_weights(means, covs, h.gamma), h.dof)
+        head = build_head(means, covs, h.kind, h.gamma, h.logdet, self.bank.counts(classes), h.shrink)
+        return GaussianHead(head, h.dof, h.head_scale)

@@ -92,12 +92,14 @@ class PromptReplay(Method):
         if task.index > 0:
             old = task.old
             stored = self.bank.means(old), self.bank.covs(old)  # (O, D), (O, D, D) or (O, D)
+            paired = None  # the task's features under the old and the new tower, when calibrated
             if self.calibration.needs_features and self.adapts_tower(task):
                 old_feats, _ = self.encode(task.train_plain, "old-encoder features", visual=before)
+                paired = (old_feats, feats)
                 means, covs, _ = self.calibration(*stored, old_feats, feats, task.generator_on(self.rt.device))
                 for i, c in enumerate(old):
                     self.bank.set_stats(c, means[i], covs[i])
-            out = self.observe("calibrated", task, stored=stored)
+            out = self.observe("calibrated", task, stored=stored, paired=paired)
         for c in task.classes:
             self.bank.add(c, feats[labels == c])
         return out
