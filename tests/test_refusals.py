@@ -1,7 +1,6 @@
 """Bad input that used to end in a traceback or a wrong exit: each is one line, exit 2 (or a non-zero
 exit where the output is lost), and the checks that need no torch run before torch loads."""
 import json
-import os
 import shutil
 import subprocess
 import sys

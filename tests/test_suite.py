@@ -116,7 +116,8 @@ def test_regime_table_pairs_by_seed_with_the_student_t_interval():
     assert lines[2] == "| ref | 0, 1, 2 | 91.00 ± 1.00 | 82.00 ± 2.00 | reference | reference | 10 |"
     # Last differences 1, 0, 2: mean 1, sd 1, t(0.975, 2) = 4.3027 -> half width 2.484
     # Avg differences -1, 0, 0: mean -1/3, sd 0.577 -> half width 1.434
-    assert lines[3] == "| x | 0, 1, 2 | 90.67 ± 1.53 | 83.00 ± 2.65 | -0.33 [-1.77, +1.10] | +1.00 [-1.48, +3.48] | 20 |"
+    assert lines[3] == ("| x | 0, 1, 2 | 90.67 ± 1.53 | 83.00 ± 2.65 | -0.33 [-1.77, +1.10] | +1.00 [-1.48, +3.48] "
+                        "| 20 |")
 
 
 def test_worst_case_is_the_lowest_margin_to_the_best_other_contender():
@@ -157,7 +158,8 @@ def test_a_tiny_suite_runs_continues_and_reports(tmp_path, capsys, monkeypatch):
     dry = suite(capsys, *flags, "--dry-run", "--jobs", "2")
     assert dry.returncode == 0, dry.stderr
     assert "syn-b8-zeroshot-s0: new, about 2 s" in dry.stdout and "| simplecil | 2 | 0 min |" in dry.stdout
-    assert "total: 0 min of one thread; with --jobs 2 (one thread each, 2 free cores) about 0 min" in dry.stdout and not out.exists()
+    assert "total: 0 min of one thread; with --jobs 2 (one thread each, 2 free cores) about 0 min" in dry.stdout
+    assert not out.exists()
     done = suite(capsys, *flags)
     assert done.returncode == 0, done.stderr
     names = sorted(p.name for p in out.iterdir() if p.is_dir())

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dmc.calibration import make_calibration
-from dmc.config import CalibrationConfig, MemoryConfig, RunConfig
+from dmc.config import MemoryConfig, RunConfig
 from dmc.config.methods import MemHeadConfig
 from dmc.data.dataset import ImageDataset, subset_dataset
 from dmc.discriminant import build_head, fused_scores, head_scores, scaled_head

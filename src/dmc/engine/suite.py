@@ -126,7 +126,8 @@ def _entry(kind: type, name, value, required: str):
         raise ValueError(f"{name}: scale must be a number >= 0 or a mapping of contender names to them")
     known = {f.name for f in dataclasses.fields(kind)} - {"name"}
     if set(value) - known:
-        raise ValueError(f"{name}: unknown keys {', '.join(sorted(set(value) - known))}; known: {', '.join(sorted(known))}")
+        unknown = ", ".join(sorted(set(value) - known))
+        raise ValueError(f"{name}: unknown keys {unknown}; known: {', '.join(sorted(known))}")
     return kind(name=name, **{**value, "sets": tuple(sets)})
 
 

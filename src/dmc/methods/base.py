@@ -45,7 +45,9 @@ class Needs:
     """What a method asks of the loop beyond its hooks, read before the first task: the loop never asks
     which method it runs."""
 
-    calibration: bool = False  # it calibrates stored statistics per task (`calibration.*`): the loop checks up front that the calibration's memory fits
+    # it calibrates stored statistics per task (`calibration.*`): the loop checks up front that the
+    # calibration's memory fits
+    calibration: bool = False
 
 
 def settings(cfg: RunConfig, uses: tuple[str, ...]) -> Settings:

@@ -111,7 +111,7 @@ def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
     """`os.open` that refuses a symbolic link at `path` (O_NOFOLLOW): a UserError in one line naming it."""
     try:
         return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), mode)
-    except OSError as exc:
+    except OSError:
         if is_link(path):
             raise UserError(f"{path} is a symbolic link: dmc never writes through links; remove it, or choose "
                             "another --out") from None
