@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dmc.config.checks import BadValue
-from dmc.config.methods import MemHeadConfig
+from dmc.config import MemHeadConfig
 from dmc.data.benchmark import make_benchmark
 from dmc.engine.diagnostics import HEAD_STATS, head_stats_table
 from dmc.engine.loop import load_datasets, make_task, run

@@ -16,7 +16,7 @@ import torch
 
 from dmc.calibration import make_calibration
 from dmc.config import MemoryConfig, RunConfig
-from dmc.config.methods import MemHeadConfig
+from dmc.config import MemHeadConfig
 from dmc.data.dataset import ImageDataset, subset_dataset
 from dmc.discriminant import build_head, fused_scores, head_scores, scaled_head
 from dmc.memory.gaussian import fit_gaussian

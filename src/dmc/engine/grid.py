@@ -16,16 +16,12 @@ from pathlib import Path
 
 import yaml
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: no lock (as for run directories)
-    fcntl = None
-
 from dmc import catalog, config, yamlio
 from dmc.config import RunConfig
 from dmc.errors import UserError
 from dmc.files import write_text
 from dmc.rundir import SUMMARY, RunDir
+from dmc.rundir.own import take_lock
 
 GRID = "sweep.yaml"
 SWEEP_MARK = ".dmc-sweep"  # written when dmc creates a sweep's folder: the folder is a dmc sweep
@@ -151,16 +147,7 @@ def take_folder(folder: Path, recorded: bool) -> None:
     key = folder.resolve()
     if key not in _LOCKS:
         fd = open_nofollow(folder / SWEEP_LOCK, os.O_RDWR | os.O_CREAT)
-        try:
-            if fcntl is not None:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise UserError(f"{folder} is in use by another dmc sweep (pid {owner}); wait for it to end, or "
-                            "choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        take_lock(fd, folder, "sweep")
         _LOCKS[key] = fd
     if not mark.is_file():
         write_text(mark, "a dmc sweep: its runs and records are dmc's, nothing else here is\n")

@@ -303,8 +303,7 @@ def resume_point(rundir: RunWriter | RunDir, rt: Runtime, below: int | None = No
     """Tasks already done, the checkpoint to continue from, and their metrics lines; rank 0 then drops
     whatever came after (what could not be used is reported in one line)."""
     reader = rundir_reader(rundir)
-    start, state, notes = reader.resume_point(below)
-    records = reader.records()[:start]
+    start, state, notes, records = reader.resume_point(below)
     if notes:
         log.warning("%s: %s; continuing after task %d, the last good one", reader.path, "; ".join(notes), start)
     rt.barrier()  # every rank has read the run directory before rank 0 trims it

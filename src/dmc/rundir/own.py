@@ -28,6 +28,24 @@ log = logging.getLogger(__name__)
 _HELD: set[Path] = set()  # folders this process has locked (POSIX locks do not exclude their own process)
 
 
+def take_lock(fd: int, place: Path, holder: str, held: bool = False) -> None:
+    """Lock the open file `fd` (a folder's `.lock`) for this process and write its pid there. Another process
+    holding it (or `held`: this one already does) is one line naming its pid; `holder` says what kind of dmc
+    process owns `place` ("run", "sweep")."""
+    try:
+        if held:
+            raise BlockingIOError
+        if fcntl is not None:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise UserError(f"{place} is in use by another dmc {holder} (pid {owner}); wait for it to end or choose "
+                        "another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
 def check_claimable(path: Path) -> bool:
     """Whether `path` is already marked as a run directory (True) or is new or empty (False); a file, or a
     folder holding other files and no mark, is refused in one line. Writes nothing: the command line calls
@@ -72,18 +90,7 @@ class Ownership:
         except OSError as exc:
             raise UserError(f"cannot lock the run directory {self.path}: {exc.strerror or exc}") from None
         key = self.path.resolve()
-        try:
-            if key in _HELD:
-                raise BlockingIOError
-            if fcntl is not None:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise UserError(f"{self.path} is in use by another dmc run (pid {owner}); wait for it to end "
-                            "or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        take_lock(fd, self.path, "run", held=key in _HELD)
         stat = os.fstat(fd)
         self._fd, self._inode = fd, (stat.st_dev, stat.st_ino)
         _HELD.add(key)

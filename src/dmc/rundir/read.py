@@ -142,21 +142,23 @@ class RunDir:
                             f"{n_records} tasks: its records disagree ({METRICS} lost or cut?); restore it, or "
                             "start a new run with another --out")
 
-    def resume_point(self, below: int | None = None) -> tuple[int, dict[str, torch.Tensor] | None, list[str]]:
+    def resume_point(self, below: int | None = None
+                     ) -> tuple[int, dict[str, torch.Tensor] | None, list[str], list[dict]]:
         """Where a resumed run continues: (tasks done, the last one's checkpoint, notes on what could not be
-        used). Tasks are done when their metrics lines read and the checkpoint of the last of them is good;
-        `below` leaves out that task and later ones (a checkpoint that turned out not to fit the model)."""
+        used, the metrics lines of the tasks done, read once here). Tasks are done when their metrics lines
+        read and the checkpoint of the last of them is good; `below` leaves out that task and later ones (a
+        checkpoint that turned out not to fit the model)."""
         records, bad_line = self._read_records()
         self.check_checkpoints_agree(len(records))
         notes = [f"{METRICS} line {bad_line} is unreadable"] if bad_line is not None else []
         n = len(records) if below is None else min(len(records), below - 1)
         while n > 0:
             try:
-                return n, self.load_checkpoint(n, records[n - 1]), notes
+                return n, self.load_checkpoint(n, records[n - 1]), notes, records[:n]
             except CheckpointError as exc:
                 notes.append(str(exc))
             n -= 1
-        return 0, None, notes
+        return 0, None, notes, []
 
     # ---------------------------------------------------------------- what the run is
     def state(self) -> dict:
