@@ -43,8 +43,8 @@ def test_the_grid_file_parses_and_every_regime_resolves_on_validation_rows():
     assert seen["v2-n8-dmc-s0"].benchmark.train_per_class == 8
     assert seen["v3-n30-fsa-s0"].benchmark.train_per_class == 30
     assert seen["v3-n30-fsa-s0"].benchmark.name == "glyphs-shift"
-    assert seen["v2-sev0.5-rapf-s0"].data.plugged["world"].severity == 0.5
-    assert seen["v2-dmc-s0"].data.plugged["world"].severity == 0.3  # the regime changes only its run
+    assert seen["v2-sev0.5-rapf-s0"].data.world.severity == 0.5
+    assert seen["v2-dmc-s0"].data.world.severity == 0.3  # the regime changes only its run
     assert (seen["v2-b50-ranpac-s0"].benchmark.base, seen["v2-b50-ranpac-s0"].benchmark.increment) == (50, 10)
     assert (seen["v2-inc20-dmc-ot-s0"].benchmark.base, seen["v2-inc20-dmc-ot-s0"].benchmark.increment) == (0, 20)
     assert seen["v2-ranpac-adapt-s0"].ranpac.adapt is True and seen["v2-ranpac-s0"].ranpac.adapt is False
