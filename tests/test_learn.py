@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -348,3 +349,12 @@ def test_a_call_without_test_images_learns_and_records_no_accuracy(tmp_path, cap
     assert code == 0, err
     assert "task 1: 2 classes, no test images" in out
     assert dmc.load(model).classes == ["cat", "dog"]
+
+
+def test_a_first_call_records_what_the_backbone_is(folders, tmp_path):
+    """The toy CLIP's recipe and sha256 join the first version's config.yaml (written once), as a run's do."""
+    model = tmp_path / "m"
+    Learner(model, method="simplecil", backbone="toy", rt=QUIET).learn(folders["b"])
+    saved = yaml.safe_load((version_dir(model, 1) / "config.yaml").read_text())
+    assert saved["provenance"]["backbone"]["sha256"]
+    assert committed(model) == 1

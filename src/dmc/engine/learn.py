@@ -41,7 +41,7 @@ from dmc.data.dataset import ImageDataset
 from dmc.data.sources.base import Samples
 from dmc.data.sources.files import check_readable, list_images, list_subfolders
 from dmc.data.sources.imagefolder import underscore_name
-from dmc.engine.loop import Session, run_tasks, seeded_backbone, seeded_method
+from dmc.engine.loop import Session, run_provenance, run_tasks, seeded_backbone, seeded_method
 from dmc.engine.model_dir import (IMAGES, MODEL_MARK, POINTER, VERSIONS, committed, is_model, task_folder,
                                   version_dir)
 from dmc.errors import DataError, UserError
@@ -368,9 +368,7 @@ def begin_version(model_dir: Path, k: int, cfg: RunConfig, bench: Benchmark, bac
     final.parent.mkdir(parents=True, exist_ok=True)
     with RunWriter.create(staging) as writer:
         if k == 1:
-            config.save(cfg, staging / CONFIG)
-            if backbone.provenance:
-                config.add_provenance(staging / CONFIG, {"backbone": backbone.provenance})
+            config.save(cfg, staging / CONFIG, run_provenance(cfg, bench, backbone))
         else:
             shutil.copyfile(version_dir(model_dir, 1) / CONFIG, staging / CONFIG)
         write_plan(bench, staging / PLAN)

@@ -183,15 +183,21 @@ def open_rundir(cfg: RunConfig, bench: Benchmark, out: Path | None, resume: Path
     return RunWriter.create(out or default_out(cfg.benchmark.name, cfg.method))
 
 
-def record_new_run(writer: RunWriter, cfg: RunConfig, bench: Benchmark, backbone: Backbone) -> None:
-    """A new run's records, each written once: `config.yaml` with what the data and the weights are (the
-    glyph world's fonts, the toy CLIP's recipe and sha256), `plan.json`, and their digests with the
-    thread count."""
+def run_provenance(cfg: RunConfig, bench: Benchmark, backbone: Backbone) -> dict | None:
+    """What a run's config.yaml records beside its values: the data source's description and what the
+    backbone's weights are (the toy CLIP: its recipe and sha256); None when there is nothing to record."""
     describe = getattr(bench.source, "provenance", None)
     provenance = dict(describe(cfg.data)) if describe else {}
     if backbone.provenance:
         provenance["backbone"] = backbone.provenance
-    config.save(cfg, writer.path / CONFIG, provenance or None)
+    return provenance or None
+
+
+def record_new_run(writer: RunWriter, cfg: RunConfig, bench: Benchmark, backbone: Backbone) -> None:
+    """A new run's records, each written once: `config.yaml` with what the data and the weights are (the
+    glyph world's fonts, the toy CLIP's recipe and sha256), `plan.json`, and their digests with the
+    thread count."""
+    config.save(cfg, writer.path / CONFIG, run_provenance(cfg, bench, backbone))
     write_plan(bench, writer.path / PLAN)
     writer.seal(digest(config.saved_tree(writer.path / CONFIG)), digest(bench.plan()), torch.get_num_threads())
 
